@@ -1,0 +1,270 @@
+"""Typed, validated parameters: ``params.yaml`` → dataclasses, one per section.
+
+Every field carries its meaning (``help``) and, where it applies, its allowed values (``choices``) or range.
+Unknown keys, wrong types and out-of-range values raise ``ConfigError`` with one message naming the key,
+the value and what is allowed, before any work starts. This module is the only one that reads params.yaml.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+__all__ = ["ConfigError", "Params", "DataCfg", "ModelCfg", "TrainCfg", "PretrainCfg", "PruneCfg",
+           "FinetuneCfg", "EvaluateCfg", "load_params", "parse_params"]
+
+
+class ConfigError(ValueError):
+    """A parameter is wrong: the message names the key, the value and what is allowed."""
+
+
+def _f(default, help: str, choices: tuple | None = None, lo=None, hi=None, lo_open=False, hi_open=False):
+    meta = dict(help=help, choices=choices, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open)
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class DataCfg:
+    name: str = _f("digits", "dataset", choices=("digits", "cifar10", "cifar100", "imagefolder"))
+    root: str = _f(".cache/datasets", "folder holding CIFAR archives or an imagefolder tree (train/, test/)")
+    img_size: int = _f(16, "images are resized to img_size x img_size", lo=4, hi=512)
+    val_fraction: float = _f(0.1, "share of the train split held out for validation", lo=0.0, hi=0.5,
+                             lo_open=True)
+    download: bool = _f(True, "cifar: try torchvision's download when the files are absent")
+
+
+@dataclass(frozen=True)
+class ModelCfg:
+    name: str = _f("mamba_tiny", "model size", choices=("mamba_tiny", "mamba_small", "mamba_base"))
+    embed_dim: int | None = _f(None, "token width; null = the size's default", lo=8, hi=4096)
+    depth: int | None = _f(None, "number of blocks; null = the size's default", lo=1, hi=256)
+    d_state: int | None = _f(None, "SSM state size; null = the size's default", lo=1, hi=256)
+    patch_size: int = _f(4, "patch size of the patch embedding", lo=1, hi=64)
+    bidirectional: bool = _f(False, "Vim-style second scan over the reversed token sequence")
+
+    def overrides(self) -> dict[str, Any]:
+        """Constructor overrides for ``create_model`` (None = keep the registry size's default)."""
+        out = {k: getattr(self, k) for k in ("embed_dim", "depth", "d_state") if getattr(self, k) is not None}
+        return dict(out, patch_size=self.patch_size, bidirectional=self.bidirectional)
+
+
+@dataclass(frozen=True)
+class TrainCfg:
+    batch_size: int = _f(64, "training batch size (global, across devices)", lo=1, hi=65536)
+    optimizer: str = _f("adamw", "optimizer", choices=("adamw", "sgd"))
+    lr: float = _f(0.002, "peak learning rate", lo=0.0, hi=10.0, lo_open=True)
+    weight_decay: float = _f(0.05, "decoupled (adamw) or L2 (sgd) weight decay", lo=0.0, hi=1.0)
+    momentum: float = _f(0.9, "sgd momentum", lo=0.0, hi=1.0, hi_open=True)
+    warmup_epochs: float = _f(1.0, "linear warm-up length in epochs", lo=0.0, hi=1000.0)
+    schedule: str = _f("cosine", "lr schedule after warm-up", choices=("cosine", "constant"))
+    min_lr_ratio: float = _f(0.01, "cosine ends at lr * min_lr_ratio", lo=0.0, hi=1.0)
+    label_smoothing: float = _f(0.0, "cross-entropy label smoothing", lo=0.0, hi=1.0, hi_open=True)
+    grad_clip: float = _f(1.0, "max global gradient norm; 0 disables", lo=0.0, hi=1e6)
+    crop_padding: int = _f(2, "random-crop zero padding in pixels; 0 disables", lo=0, hi=64)
+    hflip: bool = _f(False, "random horizontal flip")
+    device: str = _f("auto", "device to train on", choices=("auto", "cpu", "cuda"))
+    compile: bool = _f(False, "torch.compile the model")
+
+
+@dataclass(frozen=True)
+class PretrainCfg:
+    epochs: int = _f(12, "dense training epochs", lo=1, hi=10000)
+
+
+@dataclass(frozen=True)
+class PruneCfg:
+    method: str = _f("refill", "pruning method", choices=("magnitude", "refill", "rsst"))
+    target: str = _f("both", "unit kinds to prune", choices=("ssm", "mlp", "both"))
+    ratio: float = _f(0.5, "final fraction of units removed per targeted kind", lo=0.0, hi=1.0, hi_open=True)
+    mlp_ratio: float | None = _f(None, "final MLP ratio; null = ratio", lo=0.0, hi=1.0, hi_open=True)
+    importance: str = _f("l1", "unit importance", choices=("l1", "l2", "taylor", "random"))
+    scope: str = _f("global", "ranking scope", choices=("global", "layerwise"))
+    min_keep: int = _f(8, "minimum units kept in any layer", lo=1, hi=65536)
+    round_to: int = _f(8, "kept widths are multiples of this", lo=1, hi=1024)
+    rewind: str = _f("none", "weights a round restarts from", choices=("init", "epoch", "none"))
+    rewind_epoch: int = _f(1, "rewind: epoch -> pretrain checkpoint of this epoch", lo=0, hi=10000)
+    epochs: int = _f(4, "training epochs per round", lo=0, hi=10000)
+    fillback_rate: float = _f(0.0, "refill: 0 keeps n_eq units, 1 keeps all", lo=0.0, hi=1.0)
+    refill_criterion: str = _f("remain", "refill: unit ranking", choices=("remain", "magnitude"))
+    rsst_penalty: str = _f("group_l2", "rsst: penalty on target groups", choices=("group_l2", "group_lasso"))
+    rsst_schedule: str = _f("exp", "rsst: strength schedule", choices=("exp", "poly", "linear", "constant"))
+    rsst_strength: float = _f(0.01, "rsst: final penalty strength g", lo=0.0, hi=1e6)
+    rsst_exponent: float = _f(4.0, "rsst: exponent k of exp/poly schedules", lo=0.0, hi=100.0, lo_open=True)
+    recover_epochs: int = _f(0, "rsst: training epochs after the cut", lo=0, hi=10000)
+    calib_batches: int = _f(4, "taylor: calibration batches", lo=1, hi=100000)
+    rounds: dict = _f({"r1": "pretrained", "r2": "r1"}, "round -> checkpoint it starts from")
+    last: str = _f("r2", "the round finetune starts from")
+
+    @property
+    def ssm_ratio(self) -> float:
+        return self.ratio if self.target in ("ssm", "both") else 0.0
+
+    @property
+    def mlp_final_ratio(self) -> float:
+        if self.target == "ssm":
+            return 0.0
+        return self.ratio if self.mlp_ratio is None else self.mlp_ratio
+
+    def round_index(self, name: str) -> int:
+        """1-based position of a round in its chain (r1 → 1)."""
+        i, cur = 0, name
+        while cur != "pretrained":
+            i, cur = i + 1, self.rounds[cur]
+        return i
+
+    @property
+    def num_rounds(self) -> int:
+        return self.round_index(self.last)
+
+
+@dataclass(frozen=True)
+class FinetuneCfg:
+    epochs: int = _f(3, "finetuning epochs after the last round", lo=0, hi=10000)
+    lr_scale: float = _f(0.5, "finetune lr = train.lr * lr_scale", lo=0.0, hi=10.0, lo_open=True)
+
+
+@dataclass(frozen=True)
+class EvaluateCfg:
+    batch_size: int = _f(256, "evaluation batch size", lo=1, hi=65536)
+    throughput_batch: int = _f(64, "batch size of the throughput measurement", lo=1, hi=65536)
+    throughput_iters: int = _f(20, "timed iterations of the throughput measurement", lo=1, hi=100000)
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = _f(0, "seed for splits, init, batches and augmentation", lo=0, hi=2**31 - 1)
+    data: DataCfg = field(default_factory=DataCfg)
+    model: ModelCfg = field(default_factory=ModelCfg)
+    train: TrainCfg = field(default_factory=TrainCfg)
+    pretrain: PretrainCfg = field(default_factory=PretrainCfg)
+    prune: PruneCfg = field(default_factory=PruneCfg)
+    finetune: FinetuneCfg = field(default_factory=FinetuneCfg)
+    evaluate: EvaluateCfg = field(default_factory=EvaluateCfg)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _describe(f: dataclasses.Field) -> str:
+    m = f.metadata
+    if m.get("choices"):
+        return "one of " + ", ".join(repr(c) for c in m["choices"])
+    if m.get("lo") is not None:
+        left = "(" if m["lo_open"] else "["
+        right = ")" if m["hi_open"] else "]"
+        return f"in {left}{m['lo']}, {m['hi']}{right}"
+    return ""
+
+
+def _check_value(key: str, f: dataclasses.Field, typ, value):
+    """Return ``value`` coerced to the field's type, or raise ConfigError."""
+    optional = get_origin(typ) is Union or type(typ).__name__ == "UnionType"
+    if optional:
+        if value is None:
+            return None
+        typ = next(t for t in get_args(typ) if t is not type(None))
+    elif value is None:
+        raise ConfigError(f"{key} must not be null ({f.metadata['help']})")
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+    elif typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer {_describe(f)}, got {value!r}")
+    elif typ is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key} must be a number {_describe(f)}, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} must be finite, got {value!r}")
+        value = float(value)
+    elif typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string ({f.metadata['help']}), got {value!r}")
+    elif typ is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping ({f.metadata['help']}), got {value!r}")
+    m = f.metadata
+    if m.get("choices") and value not in m["choices"]:
+        raise ConfigError(f"{key} must be {_describe(f)}, got {value!r}")
+    if m.get("lo") is not None:
+        lo, hi = m["lo"], m["hi"]
+        bad = value < lo or value > hi or (m["lo_open"] and value == lo) or (m["hi_open"] and value == hi)
+        if bad:
+            raise ConfigError(f"{key} must be {_describe(f)}, got {value!r}")
+    return value
+
+
+def _build(cls, raw: Any, prefix: str):
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'params'} must be a mapping of keys to values, got {raw!r}")
+    hints = get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"unknown key {prefix}{key!s}; allowed keys: {', '.join(known)}")
+    kwargs = {}
+    for name, f in known.items():
+        if name not in raw:
+            continue
+        typ = hints[name]
+        if dataclasses.is_dataclass(typ):
+            kwargs[name] = _build(typ, raw[name], f"{prefix}{name}.")
+        else:
+            kwargs[name] = _check_value(f"{prefix}{name}", f, typ, raw[name])
+    return cls(**kwargs)
+
+
+def _check_rounds(p: PruneCfg) -> None:
+    if not p.rounds:
+        raise ConfigError("prune.rounds must name at least one round, e.g. {r1: pretrained}")
+    for name, parent in p.rounds.items():
+        if not isinstance(name, str) or not isinstance(parent, str):
+            raise ConfigError(f"prune.rounds entries must be names, got {name!r}: {parent!r}")
+        if parent != "pretrained" and parent not in p.rounds:
+            raise ConfigError(f"prune.rounds.{name} starts from {parent!r}, which is neither 'pretrained' "
+                              f"nor a round; allowed: pretrained, {', '.join(p.rounds)}")
+    children = list(p.rounds.values())
+    dup = {c for c in children if children.count(c) > 1}
+    if dup:
+        raise ConfigError(f"prune.rounds must form one chain; {sorted(dup)} start more than one round")
+    for name in p.rounds:  # walk back to 'pretrained', catching cycles
+        seen, cur = set(), name
+        while cur != "pretrained":
+            if cur in seen:
+                raise ConfigError(f"prune.rounds has a cycle through {name!r}")
+            seen.add(cur)
+            cur = p.rounds[cur]
+    if p.last not in p.rounds:
+        raise ConfigError(f"prune.last must be one of the rounds ({', '.join(p.rounds)}), got {p.last!r}")
+    if p.last in children:
+        raise ConfigError(f"prune.last must be the final round of the chain, but {p.last!r} starts another")
+
+
+def parse_params(raw: Any) -> Params:
+    """Validate a params mapping (as read from YAML) into ``Params``."""
+    params = _build(Params, raw, "")
+    _check_rounds(params.prune)
+    if params.data.img_size % params.model.patch_size:
+        raise ConfigError(f"data.img_size ({params.data.img_size}) must be a multiple of model.patch_size "
+                          f"({params.model.patch_size})")
+    return params
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: run from the project root or pass the path to params.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    return parse_params(raw)

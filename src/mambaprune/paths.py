@@ -1,0 +1,42 @@
+"""Every artifact path of the pipeline in one place (relative to the project root)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DATA_DIR = Path("data")
+MODELS_DIR = Path("models")
+METRICS_DIR = Path("metrics")
+PLOTS_DIR = Path("plots")
+RESUME_DIR = Path(".cache/resume")  # per-stage resume checkpoints; outside DVC outs, which DVC deletes
+
+
+def split_file(split: str, root: Path = DATA_DIR) -> Path:
+    return root / f"{split}.pt"
+
+
+def meta_file(root: Path = DATA_DIR) -> Path:
+    return root / "meta.json"
+
+
+def checkpoint(name: str, root: Path = MODELS_DIR) -> Path:
+    """``pretrained``, a round name (``r1``), ``finetuned`` → models/<name>.pt"""
+    return root / f"{name}.pt"
+
+
+def init_checkpoint(root: Path = MODELS_DIR) -> Path:
+    """Weights at initialisation (for ``rewind: init``)."""
+    return root / "init.pt"
+
+
+def epoch_checkpoint(epoch: int, root: Path = MODELS_DIR) -> Path:
+    """Pretrain weights after ``epoch`` (for ``rewind: epoch``)."""
+    return root / "pretrain_epochs" / f"epoch{epoch}.pt"
+
+
+def metrics_file(stage: str, root: Path = METRICS_DIR) -> Path:
+    return root / f"{stage.replace('@', '_')}.json"
+
+
+def plot_file(name: str, root: Path = PLOTS_DIR) -> Path:
+    return root / name
