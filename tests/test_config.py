@@ -1,0 +1,93 @@
+"""params.yaml validation: every kind of bad value gives one message naming key, value and what is allowed."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mambaprune.config import ConfigError, Params, load_params, parse_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_project_params_yaml_is_valid():
+    params = load_params(ROOT / "params.yaml")
+    assert isinstance(params, Params)
+    assert params.prune.num_rounds == len(params.prune.rounds)
+
+
+def test_defaults_when_sections_are_missing():
+    p = parse_params({})
+    assert p.data.name == "digits" and p.prune.scope == "global" and p.seed == 0
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"prune": {"ratio": 1.2}}, "prune.ratio must be in [0.0, 1.0), got 1.2"),
+    ({"prune": {"ratio": 1.0}}, "prune.ratio must be in [0.0, 1.0), got 1.0"),
+    ({"prune": {"ratio": "half"}}, "prune.ratio must be a number in [0.0, 1.0), got 'half'"),
+    ({"prune": {"scope": "layer-wise"}}, "prune.scope must be one of 'global', 'layerwise', got 'layer-wise'"),
+    ({"prune": {"method": "lth"}}, "prune.method must be one of 'magnitude', 'refill', 'rsst', got 'lth'"),
+    ({"prune": {"rewind": True}}, "prune.rewind must be a string"),
+    ({"prune": {"min_keep": 0}}, "prune.min_keep must be in [1, 65536], got 0"),
+    ({"prune": {"round_to": 2.5}}, "prune.round_to must be an integer in [1, 1024], got 2.5"),
+    ({"prune": {"rsst_strength": float("nan")}}, "prune.rsst_strength must be finite"),
+    ({"train": {"lr": 0}}, "train.lr must be in (0.0, 10.0], got 0"),
+    ({"train": {"batch_size": True}}, "train.batch_size must be an integer"),
+    ({"train": {"hflip": "yes"}}, "train.hflip must be true or false, got 'yes'"),
+    ({"train": {"optimizer": "adam"}}, "train.optimizer must be one of 'adamw', 'sgd', got 'adam'"),
+    ({"data": {"name": "mnist"}}, "data.name must be one of 'digits', 'cifar10', 'cifar100', 'imagefolder'"),
+    ({"data": {"img_size": 15}}, "data.img_size (15) must be a multiple of model.patch_size (4)"),
+    ({"model": {"name": "mamba_huge"}}, "model.name must be one of"),
+    ({"model": {"embed_dim": None, "depth": -1}}, "model.depth must be in [1, 256], got -1"),
+    ({"seed": -3}, "seed must be in [0, 2147483647], got -3"),
+    ({"pretrain": {"epochs": None}}, "pretrain.epochs must not be null"),
+    ({"finetune": {"epoch": 3}}, "unknown key finetune.epoch; allowed keys: epochs, lr_scale"),
+    ({"bogus": 1}, "unknown key bogus; allowed keys: seed, data"),
+    ({"train": [1, 2]}, "train. must be a mapping"),
+    ({"prune": {"rounds": {"r1": "pretrained", "r2": "r3"}, "last": "r2"}}, "prune.rounds.r2 starts from 'r3'"),
+    ({"prune": {"rounds": {"r1": "pretrained", "r2": "r1"}, "last": "r1"}}, "prune.last must be the final round"),
+    ({"prune": {"rounds": {"r1": "pretrained"}, "last": "r9"}}, "prune.last must be one of the rounds (r1)"),
+    ({"prune": {"rounds": {}, "last": "r1"}}, "prune.rounds must name at least one round"),
+    ({"prune": {"rounds": {"r1": "pretrained", "r2": "pretrained"}, "last": "r2"}}, "must form one chain"),
+])
+def test_bad_values_give_one_clear_message(raw, message):
+    with pytest.raises(ConfigError) as err:
+        parse_params(raw)
+    assert message in str(err.value)
+
+
+def test_missing_and_invalid_yaml_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "params.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("prune: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)
+
+
+def test_ratio_helpers_follow_target():
+    p = parse_params({"prune": {"target": "ssm", "ratio": 0.7, "mlp_ratio": 0.3}}).prune
+    assert (p.ssm_ratio, p.mlp_final_ratio) == (0.7, 0.0)
+    p = parse_params({"prune": {"target": "both", "ratio": 0.7, "mlp_ratio": 0.3}}).prune
+    assert (p.ssm_ratio, p.mlp_final_ratio) == (0.7, 0.3)
+    p = parse_params({"prune": {"target": "mlp", "ratio": 0.7}}).prune
+    assert (p.ssm_ratio, p.mlp_final_ratio) == (0.0, 0.7)
+
+
+def test_round_index_walks_the_chain():
+    p = parse_params({"prune": {"rounds": {"a": "pretrained", "b": "a", "c": "b"}, "last": "c"}}).prune
+    assert [p.round_index(r) for r in "abc"] == [1, 2, 3] and p.num_rounds == 3
+
+
+def test_every_field_is_documented():
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(Params)
+    sections = [hints[f.name] for f in dataclasses.fields(Params) if dataclasses.is_dataclass(hints[f.name])]
+    assert len(sections) == 7
+    for cls in sections:
+        for f in dataclasses.fields(cls):
+            assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help text"
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert set(raw) == {f.name for f in dataclasses.fields(Params)}

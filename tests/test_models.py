@@ -1,0 +1,98 @@
+"""Model registry, reference shapes and parameter counts (the reference design's published numbers)."""
+
+import pytest
+import torch
+
+import mambaprune
+from mambaprune.models.mamba import SelectiveSSM
+
+REFERENCE_COUNTS = {  # (10 classes, 100 classes), image 32, patch 4
+    "mamba_tiny": (2_082_154, 2_090_884),
+    "mamba_small": (16_488_394, 16_505_764),
+    "mamba_base": (64_827_274, 64_861_924),
+}
+
+
+def n_params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_registry_lists_the_three_sizes():
+    assert mambaprune.list_models() == ["mamba_base", "mamba_small", "mamba_tiny"]
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_COUNTS))
+def test_reference_parameter_counts(name):
+    for classes, expected in zip((10, 100), REFERENCE_COUNTS[name]):
+        with torch.device("meta"):  # shapes only: no memory, no init cost
+            model = mambaprune.create_model(name, num_classes=classes)
+        assert n_params(model) == expected
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_COUNTS))
+def test_forward_shape_every_size(name):
+    torch.manual_seed(0)
+    if name == "mamba_base":  # 65M params: check the shapes on the meta device to keep CI fast
+        with torch.device("meta"):
+            out = mambaprune.create_model(name)(torch.rand(2, 3, 32, 32))
+        assert out.shape == (2, 10)
+        return
+    model = mambaprune.create_model(name).eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 32, 32))
+    assert out.shape == (2, 10)
+    assert torch.isfinite(out).all()
+
+
+def test_overrides_and_per_block_widths():
+    m = mambaprune.create_model("mamba_tiny", num_classes=7, img_size=16, in_chans=1, patch_size=2,
+                                depth=3, ssm_widths=[8, 16, 24], mlp_widths=[4, 8, 12],
+                                norm_mean=[0.5], norm_std=[0.25])
+    assert m.ssm_widths == [8, 16, 24] and m.mlp_widths == [4, 8, 12]
+    assert m.pos_embed.shape == (1, 64, 96)
+    assert m(torch.rand(2, 1, 16, 16)).shape == (2, 7)
+    rebuilt = mambaprune.VisionMamba(**m.config)
+    assert n_params(rebuilt) == n_params(m)
+
+
+def test_bidirectional_adds_a_second_scan_direction():
+    uni = mambaprune.create_model("mamba_tiny")
+    bi = mambaprune.create_model("mamba_tiny", bidirectional=True)
+    di, n, d_conv = 192, 8, 4
+    per_direction = di * d_conv + di + di * (di + 2 * n) + di * n + di  # conv w+b, x_proj, A_log, D
+    assert n_params(bi) - n_params(uni) == 12 * per_direction
+    x = torch.rand(2, 3, 32, 32)
+    assert bi(x).shape == (2, 10)
+
+
+def test_input_normalisation_is_applied():
+    m = mambaprune.create_model("mamba_tiny", depth=1).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        a = m(x)
+        m.norm_mean.fill_(0.0)
+        m.norm_std.fill_(1.0)
+        b = m(x)
+    assert not torch.allclose(a, b)
+
+
+def test_dt_starts_log_uniform_in_1e3_1e1():
+    torch.manual_seed(0)
+    ssm = SelectiveSSM(d_inner=4096, d_state=4)
+    dt = torch.nn.functional.softplus(ssm.dt_bias)
+    assert dt.min() >= 1e-3 * 0.999 and dt.max() <= 1e-1 * 1.001
+    # log-uniform: log(dt) mean near the midpoint of [log 1e-3, log 1e-1]
+    assert abs(torch.log(dt).mean().item() - (-4.605)) < 0.1
+    assert "dt_bias" not in dict(ssm.named_parameters())
+
+
+def test_weight_decay_exclusions():
+    m = mambaprune.create_model("mamba_tiny", depth=1)
+    no_wd = m.no_weight_decay()
+    assert "blocks.0.mixer.ssm.0.A_log" in no_wd and "blocks.0.mixer.ssm.0.D" in no_wd
+    assert "blocks.0.mixer.in_proj.weight" not in no_wd and "blocks.0.mlp.fc1.weight" not in no_wd
+
+
+def test_unknown_model_name_lists_allowed():
+    with pytest.raises(ValueError, match="mamba_small"):
+        mambaprune.create_model("mamba_huge")
