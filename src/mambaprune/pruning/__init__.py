@@ -1,0 +1,16 @@
+"""Structured pruning: coupling spec (units), plans as data (plan), scores (importance), selection
+(select) and the one-call pruner (api)."""
+
+from .api import TARGETS, prune_model, prune_model_with_info, prune_report, ratios_for_target
+from .importance import CRITERIA, IMPORTANCES, accumulate_grads, score_units
+from .plan import Plan, apply_plan, compose_plans, identity_plan, plan_widths, slice_state, validate_plan
+from .select import SCOPES, round_width, select_units
+from .units import KINDS, Member, block_prefix, kept_index, members, num_directions, unit_matrices, width_of
+
+__all__ = [
+    "KINDS", "Member", "members", "num_directions", "block_prefix", "unit_matrices", "kept_index", "width_of",
+    "Plan", "identity_plan", "plan_widths", "slice_state", "apply_plan", "compose_plans", "validate_plan",
+    "CRITERIA", "IMPORTANCES", "accumulate_grads", "score_units",
+    "SCOPES", "round_width", "select_units",
+    "TARGETS", "prune_model", "prune_model_with_info", "prune_report", "ratios_for_target",
+]

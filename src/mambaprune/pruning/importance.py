@@ -1,0 +1,124 @@
+"""Unit importance criteria: one score per prunable unit, one small function per criterion.
+
+A criterion is ``fn(model, kind, grads, generator) -> list[Tensor]``: one 1-D float64 CPU tensor per
+block, of that block's width, higher = more important. Which tensor slices make up a unit comes only from
+``units.unit_matrices`` (buffers such as ``dt_bias`` excluded), so every criterion scores the same
+coupled group that pruning removes. Adding a criterion = adding one function to ``CRITERIA``.
+
+- ``l1``: sum of |w| over all the unit's entries (the reference scored only the out_proj column for SSM
+  channels and fc1 row + fc2 column for MLP neurons; we use every member, as they are all removed).
+- ``l2``: sqrt of the sum of w² over the unit.
+- ``taylor``: sum over the unit of |w · ∂L/∂w| (first-order estimate of the loss change when the weight
+  is zeroed; Molchanov et al. 2019), gradients summed over a few calibration batches.
+- ``random``: a seeded control; any method worth using must beat it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .units import KINDS, unit_matrices
+
+__all__ = ["CRITERIA", "IMPORTANCES", "score_units", "accumulate_grads", "l1", "l2", "taylor", "random"]
+
+Criterion = Callable[[nn.Module, str, "dict[str, torch.Tensor] | None", torch.Generator], list[torch.Tensor]]
+
+
+def _params(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach() for n, p in model.named_parameters()}
+
+
+def _per_unit(state, config, kind: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> list[torch.Tensor]:
+    """Sum ``fn`` (elementwise, float64) over every member slice of each unit, block by block."""
+    out = []
+    for i in range(config["depth"]):
+        mats = unit_matrices(state, config, kind, i)
+        out.append(sum(fn(m.double()).sum(dim=1) for m in mats).cpu())
+    return out
+
+
+@torch.no_grad()
+def l1(model: nn.Module, kind: str, grads, generator) -> list[torch.Tensor]:
+    return _per_unit(_params(model), model.config, kind, torch.abs)
+
+
+@torch.no_grad()
+def l2(model: nn.Module, kind: str, grads, generator) -> list[torch.Tensor]:
+    return [s.sqrt() for s in _per_unit(_params(model), model.config, kind, torch.square)]
+
+
+@torch.no_grad()
+def taylor(model: nn.Module, kind: str, grads, generator) -> list[torch.Tensor]:
+    if grads is None:
+        raise ValueError("importance 'taylor' needs calibration batches (calib=...) to compute gradients")
+    params = _params(model)
+    prod = {n: params[n].double() * grads[n].double() for n in params}
+    return _per_unit(prod, model.config, kind, torch.abs)
+
+
+@torch.no_grad()
+def random(model: nn.Module, kind: str, grads, generator) -> list[torch.Tensor]:
+    widths = model.config["ssm_widths" if kind == "ssm" else "mlp_widths"]
+    return [torch.rand(int(w), generator=generator, dtype=torch.float64) for w in widths]
+
+
+CRITERIA: dict[str, Criterion] = {"l1": l1, "l2": l2, "taylor": taylor, "random": random}
+IMPORTANCES = tuple(CRITERIA)
+_NEEDS_GRADS = {"taylor"}
+
+
+def accumulate_grads(model: nn.Module, calib: Iterable, max_batches: int = 4) -> dict[str, torch.Tensor]:
+    """Cross-entropy gradients summed over up to ``max_batches`` ``(x, y)`` batches of ``calib``.
+
+    Uses ``torch.autograd.grad``, so the model's weights, its ``.grad`` fields and its train/eval mode are
+    left as they were. Runs in eval mode (no training-time behaviour leaks into the scores).
+    """
+    if max_batches < 1:
+        raise ValueError(f"calib_batches must be >= 1, got {max_batches}")
+    names, params = zip(*[(n, p) for n, p in model.named_parameters() if p.requires_grad])
+    device = params[0].device
+    total = [torch.zeros_like(p) for p in params]
+    was_training = model.training
+    model.eval()
+    seen = 0
+    try:
+        with torch.enable_grad():
+            for x, y in calib:
+                if seen >= max_batches:
+                    break
+                loss = F.cross_entropy(model(x.to(device)), y.to(device))
+                for t, g in zip(total, torch.autograd.grad(loss, params, allow_unused=True)):
+                    if g is not None:
+                        t.add_(g)
+                seen += 1
+    finally:
+        model.train(was_training)
+    if seen == 0:
+        raise ValueError("calib yielded no (x, y) batches; taylor importance needs at least one")
+    return dict(zip(names, total))
+
+
+def score_units(model: nn.Module, kind: str, importance: str, calib: Iterable | None = None,
+                calib_batches: int = 4, seed: int = 0, grads: dict[str, torch.Tensor] | None = None
+                ) -> list[torch.Tensor]:
+    """Per-block unit scores of ``kind`` ('ssm' | 'mlp') on the model's current weights.
+
+    ``grads`` (from ``accumulate_grads``) lets several kinds share one calibration pass.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unit kind must be one of {', '.join(map(repr, KINDS))}, got {kind!r}")
+    if importance not in CRITERIA:
+        raise ValueError(f"importance must be one of {', '.join(map(repr, IMPORTANCES))}, got {importance!r}")
+    if importance not in _NEEDS_GRADS:
+        grads = None
+    elif grads is None:
+        if calib is None:
+            raise ValueError(f"importance {importance!r} needs calibration batches: pass calib=<(x, y) batches>")
+        grads = accumulate_grads(model, calib, calib_batches)
+    # one stream per (seed, kind): random SSM and MLP scores are independent draws
+    generator = torch.Generator().manual_seed(int(seed) * len(KINDS) + KINDS.index(kind))
+    return CRITERIA[importance](model, kind, grads, generator)
