@@ -220,7 +220,7 @@ def test_lowest_scores_are_removed():
     assert info["layers"][1] == {"kept": 2, "total": 3, "base": 3, "target": 2}
 
 
-def test_l1_scores_sum_every_member_of_the_unit():
+def test_l1_scores_average_every_member_of_the_unit():
     m = small_model(depth=1, ssm=[6], mlp=[5], bidirectional=True)
     c, W, sd = 4, 6, dict(m.named_parameters())
     # x_proj[c, c] sits in both column c (input) and row c (Δ output): the spec counts it in both members
@@ -231,10 +231,13 @@ def test_l1_scores_sum_every_member_of_the_unit():
         expected = expected + sd[p + "conv1d.weight"][c].abs().sum() + sd[p + "conv1d.bias"][c].abs() + \
             sd[p + "x_proj.weight"][:, c].abs().sum() + sd[p + "x_proj.weight"][c].abs().sum() + \
             sd[p + "A_log"][c].abs().sum() + sd[p + "D"][c].abs()
-    assert torch.allclose(score_units(m, "ssm", "l1")[0][c], expected.detach(), rtol=1e-12)
+    dim, n, k = m.config["embed_dim"], m.config["d_state"], m.config["d_conv"]
+    entries = 2 * dim + dim + 2 * (k + 1 + (W + 2 * n) + W + n + 1)  # in_proj x/z rows, out_proj col, 2 directions
+    assert torch.allclose(score_units(m, "ssm", "l1")[0][c], expected.detach() / entries, rtol=1e-12)
     j = 3
     fc1_w, fc1_b, fc2_w = sd["blocks.0.mlp.fc1.weight"], sd["blocks.0.mlp.fc1.bias"], sd["blocks.0.mlp.fc2.weight"]
-    l2 = (fc1_w[j].square().sum() + fc1_b[j].square() + fc2_w[:, j].square().sum()).sqrt()
+    entries = fc1_w.shape[1] + 1 + fc2_w.shape[0]
+    l2 = ((fc1_w[j].square().sum() + fc1_b[j].square() + fc2_w[:, j].square().sum()) / entries).sqrt()
     assert torch.allclose(score_units(m, "mlp", "l2")[0][j], l2.detach(), rtol=1e-12)
 
 

@@ -5,10 +5,10 @@ block, of that block's width, higher = more important. Which tensor slices make 
 ``units.unit_matrices`` (buffers such as ``dt_bias`` excluded), so every criterion scores the same
 coupled group that pruning removes. Adding a criterion = adding one function to ``CRITERIA``.
 
-- ``l1``: sum of |w| over all the unit's entries (the reference scored only the out_proj column for SSM
+- ``l1``: mean |w| over all the unit's entries (the reference scored only the out_proj column for SSM
   channels and fc1 row + fc2 column for MLP neurons; we use every member, as they are all removed).
-- ``l2``: sqrt of the sum of w² over the unit.
-- ``taylor``: sum over the unit of |w · ∂L/∂w| (first-order estimate of the loss change when the weight
+- ``l2``: root mean square of w over the unit.
+- ``taylor``: mean over the unit of |w · ∂L/∂w| (first-order estimate of the loss change when the weight
   is zeroed; Molchanov et al. 2019), gradients summed over a few calibration batches.
 - ``random``: a seeded control; any method worth using must beat it.
 """
@@ -33,11 +33,16 @@ def _params(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _per_unit(state, config, kind: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> list[torch.Tensor]:
-    """Sum ``fn`` (elementwise, float64) over every member slice of each unit, block by block."""
+    """Mean of ``fn`` (elementwise, float64) over every member entry of each unit, block by block.
+
+    A mean, not a sum: an SSM channel's x_proj column and row grow with the layer's width, so summed scores
+    would make wider layers look more important in a global ranking (and already-pruned layers less).
+    """
     out = []
     for i in range(config["depth"]):
         mats = unit_matrices(state, config, kind, i)
-        out.append(sum(fn(m.double()).sum(dim=1) for m in mats).cpu())
+        entries = sum(m.shape[1] for m in mats)
+        out.append((sum(fn(m.double()).sum(dim=1) for m in mats) / entries).cpu())
     return out
 
 

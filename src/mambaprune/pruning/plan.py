@@ -80,9 +80,10 @@ def slice_state(state: Mapping[str, torch.Tensor], config: Mapping, plan: Plan
 def apply_plan(model: VisionMamba, plan: Plan) -> VisionMamba:
     """A new, physically smaller VisionMamba whose weights are exact slices of ``model``'s."""
     state, config = slice_state(model.state_dict(), model.config, plan)
-    ref = next(model.parameters())
-    pruned = VisionMamba(**config).to(device=ref.device, dtype=ref.dtype)
-    pruned.load_state_dict(state)
+    with torch.device("meta"):  # no init work: every tensor is replaced by its slice below
+        pruned = VisionMamba(**config)
+    pruned.load_state_dict({k: v.detach().clone() for k, v in state.items()}, assign=True)
+    pruned.set_scan_impl(model.blocks[0].mixer.ssm[0].scan_impl)
     pruned.train(model.training)
     return pruned
 
