@@ -1,0 +1,336 @@
+"""The one training loop: pretraining, every pruning round and finetuning all go through ``fit``.
+
+Read ``fit`` top to bottom: set up (device, optimizer, resume), then per epoch: train steps with the LR
+from ``lr_at``, validate, record, write the CSV, call back, and commit a resume checkpoint.
+
+Pruning methods plug in through *hooks*: any object with any of
+    loss_term(model, progress) -> Tensor | None    added to the loss (e.g. a sparsity penalty)
+    after_backward(model, progress)                between backward and the optimizer step (edit .grad)
+    on_epoch_end(epoch, record)                    may add keys to the epoch record
+where progress = (global_step + 1) / total_steps ∈ (0, 1].
+
+Determinism: on CPU with the same seed, a run killed after epoch k and rerun with the same
+``resume_path``/``resume_key`` ends with bit-identical weights to an uninterrupted run. The loader's order
+and augmentation are a pure function of (seed, epoch) (``set_epoch``); the checkpoint carries everything
+else (weights, optimizer moments, torch RNG states); the LR is a pure function of the step.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .config import TrainCfg
+
+__all__ = ["TrainingError", "resolve_device", "build_optimizer", "lr_at", "evaluate", "fit"]
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss became NaN); the message says where and what to try."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → cuda when available, else cpu; ``cuda`` on a machine without CUDA fails clearly."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainingError(f"train.device is {name!r} but CUDA is not available; use 'auto' or 'cpu'")
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:  # the current device: a DDP launcher sets it per rank
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def build_optimizer(model: nn.Module, cfg: TrainCfg, lr: float) -> torch.optim.Optimizer:
+    """AdamW or SGD with two groups: weights decay; ``model.no_weight_decay()`` names and 1-D params don't.
+
+    Decaying A_log/D would pull the SSM dynamics towards A = -1, D = 0, and decaying norms/biases only
+    hurts; the group order is fixed (decay, no-decay) so optimizer states line up across runs.
+    """
+    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or name in skip else decay).append(p)
+    groups = [g for g in (dict(params=decay, weight_decay=cfg.weight_decay),
+                          dict(params=no_decay, weight_decay=0.0)) if g["params"]]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=False)
+    raise ValueError(f"train.optimizer must be 'adamw' or 'sgd', got {cfg.optimizer!r}")
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, schedule: str,
+          min_lr_ratio: float) -> float:
+    """LR of 0-based ``step``: linear warm-up to base_lr over ``warmup_steps`` (step 0 gets base/warmup,
+    never 0), then constant or cosine from base_lr (first step after warm-up) to base_lr*min_lr_ratio
+    (last step, ``total_steps - 1``). A pure function, so a resumed run needs no scheduler state."""
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return base_lr
+    if schedule != "cosine":
+        raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
+    min_lr = base_lr * min_lr_ratio
+    t = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps - 1))
+    return min_lr + 0.5 * (base_lr - min_lr) * (1.0 + math.cos(math.pi * t))
+
+
+def _autocast(device: torch.device):
+    """bf16 on CUDA (fast, no loss scaling needed); plain fp32 on CPU (exact and reproducible)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, device: torch.device) -> dict[str, float]:
+    """Mean cross-entropy and accuracy over ``loader``, on this process only: under DDP every rank gets the
+    whole val/test split (see ``data.make_loaders``), so no collective is needed and rank 0 alone may call it."""
+    was_training = model.training
+    model.eval()
+    totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with _autocast(device):
+            logits = model(x)
+        logits = logits.float()
+        totals[0] += F.cross_entropy(logits, y, reduction="sum").double()
+        totals[1] += (logits.argmax(1) == y).sum()
+        totals[2] += y.numel()
+    model.train(was_training)
+    loss_sum, correct, n = totals.tolist()
+    if n == 0:
+        raise ValueError("evaluate: the loader yielded no samples")
+    return dict(loss=loss_sum / n, acc=correct / n)
+
+
+def _is_rank0() -> bool:
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def _progress_disabled() -> bool:
+    return os.environ.get("MAMBAPRUNE_NO_PROGRESS") == "1" or not sys.stderr.isatty()
+
+
+def _write_csv(path: Path, history: list[dict]) -> None:
+    """Rewrite the whole CSV atomically; columns are the union of record keys (hooks may add some)."""
+    columns = list(dict.fromkeys(k for rec in history for k in rec))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)
+    os.replace(tmp, path)
+
+
+def _save_resume(path: Path, state: dict) -> None:
+    """Temp file + os.replace: a kill mid-write leaves the previous checkpoint intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _load_resume(path: Path | None, key: str, model: nn.Module, epochs: int, steps_per_epoch: int,
+                 desc: str) -> dict | None:
+    """The resume state when ``path`` holds a readable checkpoint of this very run, else None (with a note)."""
+    if path is None or not Path(path).exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        found = (state["key"], state["epochs"], state["steps_per_epoch"])
+        shapes_match = ({k: v.shape for k, v in state["model"].items()}
+                        == {k: v.shape for k, v in model.state_dict().items()})
+    except Exception as e:  # truncated, corrupt, or not ours: start fresh rather than crash
+        print(f"[{desc}] note: ignoring unreadable resume checkpoint {path} ({type(e).__name__}: {e}); "
+              "starting fresh", flush=True)
+        return None
+    if found != (key, epochs, steps_per_epoch):
+        print(f"[{desc}] note: ignoring resume checkpoint {path}: it belongs to another run "
+              f"(key/epochs/steps {found} != {(key, epochs, steps_per_epoch)}); starting fresh", flush=True)
+        return None
+    if not shapes_match:
+        print(f"[{desc}] note: ignoring resume checkpoint {path}: its tensors do not match the model; "
+              "starting fresh", flush=True)
+        return None
+    return state
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _call_hooks(hooks, method: str, *args) -> list:
+    return [getattr(h, method)(*args) for h in hooks if hasattr(h, method)]
+
+
+def fit(model: nn.Module, train_loader, val_loader, cfg: TrainCfg, epochs: int, *, lr: float | None = None,
+        hooks: Iterable = (), resume_path: Path | None = None, resume_key: str = "",
+        metrics_csv: Path | None = None, log_fn: Callable[[dict], None] | None = None,
+        epoch_callback: Callable[[int, nn.Module], None] | None = None, desc: str = "train") -> list[dict]:
+    """Train ``model`` in place for ``epochs`` epochs; return the per-epoch history (a list of records).
+
+    Each epoch: ``train_loader.set_epoch(epoch)``, steps with lr = ``lr_at(...)``, validation, then the
+    record goes to hooks' ``on_epoch_end``, the history, ``metrics_csv``, ``log_fn`` and
+    ``epoch_callback(epoch, model)``; last, the resume checkpoint commits the epoch. On resume the
+    restored records are passed to ``log_fn`` again so a fresh tracking run shows the whole curve.
+    """
+    if epochs == 0:
+        return []
+    hooks = list(hooks)
+    device = resolve_device(cfg.device)
+    model.to(device)
+    base_lr = cfg.lr if lr is None else lr
+    steps_per_epoch = len(train_loader)
+    total_steps = epochs * steps_per_epoch
+    warmup_steps = min(total_steps, round(cfg.warmup_epochs * steps_per_epoch))
+    optimizer = build_optimizer(model, cfg, base_lr)
+    rank0 = _is_rank0()
+
+    # ---- resume: continue after the last committed epoch of this very run
+    history: list[dict] = []
+    start_epoch = 1
+    state = _load_resume(resume_path, resume_key, model, epochs, steps_per_epoch, desc)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history = [dict(rec) for rec in state["history"]]
+        _set_rng_state(state["rng"], device)
+        start_epoch = state["epoch"] + 1
+        if rank0:
+            print(f"[{desc}] resuming from {resume_path} after epoch {state['epoch']}/{epochs}", flush=True)
+            if metrics_csv is not None and history:
+                _write_csv(Path(metrics_csv), history)
+            for rec in history if log_fn is not None else ():
+                log_fn(dict(rec))
+        del state
+
+    # ---- the module that runs the steps: compiled (CUDA only) and/or DDP-wrapped
+    net = model
+    if dist.is_available() and dist.is_initialized():
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                  else None)
+    if cfg.compile and device.type == "cuda":
+        net = torch.compile(net)
+
+    for epoch in range(start_epoch, epochs + 1):
+        train_loader.set_epoch(epoch)
+        model.train()
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), dtype=torch.long, device=device)
+        seen = 0
+        bar = tqdm(total=steps_per_epoch, desc=f"{desc} {epoch}/{epochs}", disable=_progress_disabled(),
+                   leave=False, dynamic_ncols=True)
+        for i, (x, y) in enumerate(train_loader):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            step = (epoch - 1) * steps_per_epoch + i
+            progress = (step + 1) / total_steps
+            lr_now = lr_at(step, total_steps, warmup_steps, base_lr, cfg.schedule, cfg.min_lr_ratio)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_now
+
+            # forward + loss (+ hook penalties)
+            with _autocast(device):
+                logits = net(x)
+            logits = logits.float()
+            data_loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            loss = data_loss
+            for term in _call_hooks(hooks, "loss_term", model, progress):
+                if term is not None:
+                    loss = loss + term
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                bar.close()
+                raise _failure(desc, f"non-finite loss ({loss_value}) at epoch {epoch}, step {i + 1}/"
+                               f"{steps_per_epoch}", cfg, base_lr, resume_path, history)
+
+            # backward, hooks' gradient edits, clip, step
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            _call_hooks(hooks, "after_backward", model, progress)
+            if cfg.grad_clip > 0:
+                grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                if not torch.isfinite(grad_norm):
+                    bar.close()
+                    raise _failure(desc, f"non-finite gradient norm ({grad_norm.item()}) at epoch {epoch}, "
+                                   f"step {i + 1}/{steps_per_epoch}", cfg, base_lr, resume_path, history)
+            optimizer.step()
+
+            n = y.numel()
+            seen += n
+            loss_sum += data_loss.detach() * n
+            correct += (logits.detach().argmax(1) == y).sum()
+            bar.update(1)
+            if not bar.disable and (i % 10 == 0 or i + 1 == steps_per_epoch):
+                bar.set_postfix(loss=f"{loss_value:.3f}", acc=f"{correct.item() / seen:.3f}",
+                                img_s=f"{seen / (time.perf_counter() - t0):.0f}", refresh=False)
+        bar.close()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_time = time.perf_counter() - t0
+        bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not t.isfinite().all()]
+        if bad:  # e.g. inf gradients with grad_clip off: stop before anything saves these weights
+            raise _failure(desc, f"non-finite weights after epoch {epoch} ({bad[0]}, ...)", cfg, base_lr,
+                           resume_path, history)
+
+        # ---- validate, record, report
+        val = evaluate(model, val_loader, device)
+        seen = max(seen, 1)
+        record = dict(epoch=epoch, train_loss=loss_sum.item() / seen, train_acc=correct.item() / seen,
+                      val_loss=val["loss"], val_acc=val["acc"], lr=lr_now,
+                      epoch_time_s=time.perf_counter() - t0, img_per_s=seen / train_time)
+        _call_hooks(hooks, "on_epoch_end", epoch, record)
+        history.append(record)
+        if rank0:
+            print(f"[{desc}] epoch {epoch}/{epochs}  train loss {record['train_loss']:.4f} acc "
+                  f"{record['train_acc']:.4f}  val loss {record['val_loss']:.4f} acc {record['val_acc']:.4f}  "
+                  f"lr {lr_now:.2e}  {record['img_per_s']:.0f} img/s", flush=True)
+        if rank0 and metrics_csv is not None:
+            _write_csv(Path(metrics_csv), history)
+        if rank0 and log_fn is not None:
+            log_fn(dict(record))
+        if rank0 and epoch_callback is not None:
+            epoch_callback(epoch, model)
+
+        # ---- commit the epoch (last, so a kill before this point reruns the whole epoch)
+        if rank0 and resume_path is not None:
+            _save_resume(Path(resume_path), dict(
+                key=resume_key, epoch=epoch, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                model=model.state_dict(), optimizer=optimizer.state_dict(),
+                history=[dict(rec) for rec in history], rng=_rng_state(device)))
+    return history
+
+
+def _failure(desc: str, what: str, cfg: TrainCfg, lr: float, resume_path, history: list[dict]) -> TrainingError:
+    """The error for a run that went non-finite: where, what survived, and what to change."""
+    kept = (f"; the resume checkpoint of epoch {history[-1]['epoch']} at {resume_path} is kept"
+            if resume_path is not None and history else "")
+    return TrainingError(f"{desc}: {what}{kept}. Likely fixes: lower train.lr (now {lr:g}), enable or tighten "
+                         f"train.grad_clip (now {cfg.grad_clip:g}), check the data for NaN/inf or "
+                         "unnormalised inputs.")
