@@ -5,7 +5,7 @@ from ``lr_at``, validate, record, write the CSV, call back, and commit a resume 
 
 Pruning methods plug in through *hooks*: any object with any of
     loss_term(model, progress) -> Tensor | None    added to the loss (e.g. a sparsity penalty)
-    after_backward(model, progress)                between backward and the optimizer step (edit .grad)
+    after_backward(model, progress)                after backward and clipping, before the step (edit .grad)
     on_epoch_end(epoch, record)                    may add keys to the epoch record
 where progress = (global_step + 1) / total_steps ∈ (0, 1].
 
@@ -273,13 +273,13 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: TrainCfg, epochs: int, 
             # backward, hooks' gradient edits, clip, step
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            _call_hooks(hooks, "after_backward", model, progress)
-            if cfg.grad_clip > 0:
+            if cfg.grad_clip > 0:  # clip the data gradient only: a penalty's gradient must not be scaled away
                 grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 if not torch.isfinite(grad_norm):
                     bar.close()
                     raise _failure(desc, f"non-finite gradient norm ({grad_norm.item()}) at epoch {epoch}, "
                                    f"step {i + 1}/{steps_per_epoch}", cfg, base_lr, resume_path, history)
+            _call_hooks(hooks, "after_backward", model, progress)
             optimizer.step()
 
             n = y.numel()

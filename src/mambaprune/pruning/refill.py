@@ -1,0 +1,83 @@
+"""Refill (Structure-LTH, Chen et al., ICML 2022): turn an unstructured magnitude mask into whole units.
+
+1. Global unstructured magnitude pruning of the trained weights of one unit kind (all blocks together)
+   to weight density ``density``: the ``density`` share of largest-|w| entries survive.
+2. Per layer, n_eq = surviving weights / weights per unit: the width that many weights would fill.
+3. Keep int(n_eq + (units − n_eq) · fillback_rate) whole units — or the schedule's ``targets[i]`` when
+   given (the schedule fixes how many, refill decides which) — ranked by surviving-weight count
+   (``remain``) or by the unit's L1 magnitude (``magnitude``), then min_keep / round_to.
+
+Which entries count as a unit's weights: ``weight_matrices`` — the coupling spec minus buffers (dt_bias)
+and minus A_log. A_log is log(−A): its size says nothing about the unit's contribution (A_log = 0 means
+A = −1, not "no unit"), so neither magnitude pruning nor the RSST penalty looks at it; it is still cut
+with its unit. D (the skip weight) and the biases are weights of the unit's path and do count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from .schedule import round_width
+from .units import members, num_directions, unit_matrices
+
+__all__ = ["weight_matrices", "refill_select", "REFILL_CRITERIA"]
+
+REFILL_CRITERIA = ("remain", "magnitude")
+_NOT_A_SIZE = ("A_log",)  # members whose value carries no size of the unit (see module docstring)
+
+
+def weight_matrices(state: Mapping[str, torch.Tensor], config: Mapping, kind: str, i: int) -> list[torch.Tensor]:
+    """``unit_matrices`` of block i restricted to entries that carry the unit's size (A_log left out)."""
+    names = [m.name for m in members(kind, num_directions(config)) if not m.name.endswith("dt_bias")]
+    mats = unit_matrices(state, config, kind, i)
+    return [mat for name, mat in zip(names, mats, strict=True) if not name.endswith(_NOT_A_SIZE)]
+
+
+def _unit_rows(model: torch.nn.Module, kind: str) -> list[torch.Tensor]:
+    """Per block, |w| of every unit as one (W, k) matrix (all weight members side by side), detached."""
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    config = model.config
+    return [torch.cat([m.abs().float() for m in weight_matrices(params, config, kind, i)], dim=1)
+            for i in range(config["depth"])]
+
+
+def refill_select(model: torch.nn.Module, kind: str, density: float, fillback_rate: float, criterion: str,
+                  targets: list[int] | None, min_keep: int, round_to: int) -> tuple[list[list[int]], dict]:
+    """Kept unit indices per block (sorted) and info; the model is not changed.
+
+    ``density``: share of this kind's weights (of the model as it is now) that survive global magnitude
+    pruning. info: ``threshold`` (largest pruned |w|; survivors are strictly above it), ``density``,
+    and per layer ``layers[i]`` = dict(units, weights_per_unit, survivors, n_eq, n_keep).
+    """
+    if criterion not in REFILL_CRITERIA:
+        raise ValueError(f"refill criterion must be one of {', '.join(REFILL_CRITERIA)}; got {criterion!r}")
+    if not 0.0 <= density <= 1.0 or not 0.0 <= fillback_rate <= 1.0:
+        raise ValueError(f"density and fillback_rate must be in [0, 1], got {density}, {fillback_rate}")
+    rows = _unit_rows(model, kind)
+    if targets is not None and len(targets) != len(rows):
+        raise ValueError(f"targets need {len(rows)} entries (one per block), got {len(targets)}")
+    flat = torch.cat([r.flatten() for r in rows])
+    n_pruned = flat.numel() - int(round(density * flat.numel()))
+    threshold = flat.kthvalue(n_pruned).values.item() if n_pruned > 0 else float("-inf")
+
+    keep, layers = [], []
+    for i, r in enumerate(rows):
+        width, per_unit = r.shape
+        alive = (r > threshold).sum(dim=1)
+        survivors = int(alive.sum())
+        n_eq = survivors / per_unit
+        if targets is not None:
+            n_keep = min(int(targets[i]), width)
+        else:
+            n_keep = round_width(int(n_eq + (width - n_eq) * fillback_rate), width, min_keep, round_to)
+        magnitude = r.sum(dim=1)
+        if criterion == "remain":  # count first, magnitude breaks ties (stable sorts, last key first)
+            order = magnitude.argsort(descending=True, stable=True)
+            order = order[alive[order].argsort(descending=True, stable=True)]
+        else:
+            order = magnitude.argsort(descending=True, stable=True)
+        keep.append(sorted(order[:n_keep].tolist()))
+        layers.append(dict(units=width, weights_per_unit=per_unit, survivors=survivors, n_eq=n_eq, n_keep=n_keep))
+    return keep, dict(threshold=threshold, density=density, layers=layers)

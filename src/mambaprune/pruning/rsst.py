@@ -1,0 +1,151 @@
+"""RSST: regularised structured sparse training (Growing Regularization, Wang et al., ICLR 2021).
+
+At the start of a round the units to remove are chosen; the round trains at FULL width with a penalty on
+those units' weight groups only, its strength λ growing with the round's progress and recomputed every
+step (``rsst_lambda``); at the end the groups are cut, their norms by then near zero.
+
+A unit's group is its entries in every member tensor (``weight_matrices``: the coupling spec without the
+dt_bias buffer and without A_log, whose value is no size — see refill.py); D and the biases are in it.
+An entry shared by two members of the same unit (x_proj[c, c]: input column c and Δ row c) counts once
+per member. Penalties: ``group_l2`` = λ·Σ_g ||w_g||², ``group_lasso`` = λ·Σ_g ||w_g||₂. The penalty is a
+gradient added by ``after_backward`` after clipping (fp32, outside autocast), vectorised per member tensor with
+``index_select``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from .refill import weight_matrices
+from .schedule import rsst_lambda
+from .units import KINDS
+
+__all__ = ["RSST_PENALTIES", "group_sq_norms", "group_norms", "removal_plan", "RSSTRegularizer"]
+
+RSST_PENALTIES = ("group_l2", "group_lasso")
+
+
+def _state_and_config(model_or_state, config: Mapping | None) -> tuple[Mapping[str, torch.Tensor], Mapping]:
+    if isinstance(model_or_state, torch.nn.Module):
+        return dict(model_or_state.named_parameters()), config or model_or_state.config
+    if config is None:
+        raise ValueError("group_norms on a state dict needs the model config")
+    return model_or_state, config
+
+
+def group_sq_norms(state: Mapping[str, torch.Tensor], config: Mapping, kind: str, i: int,
+                   units: torch.Tensor) -> torch.Tensor:
+    """Squared L2 norm of each listed unit's group in block i (differentiable, fp32 or wider)."""
+    out = None
+    for mat in weight_matrices(state, config, kind, i):
+        rows = mat.index_select(0, units.to(mat.device))
+        sq = rows.to(torch.promote_types(rows.dtype, torch.float32)).pow(2).sum(dim=1)
+        out = sq if out is None else out + sq
+    return out
+
+
+def group_norms(model_or_state, config: Mapping | None, kind: str,
+                block_units: list[list[int]]) -> list[torch.Tensor]:
+    """L2 norm of each listed unit's group, per block (detached)."""
+    state, config = _state_and_config(model_or_state, config)
+    with torch.no_grad():
+        return [group_sq_norms(state, config, kind, i, torch.as_tensor(u, dtype=torch.long)).sqrt()
+                for i, u in enumerate(block_units)]
+
+
+def removal_plan(remove: Mapping[str, list[list[int]]], config: Mapping) -> dict:
+    """The plan (kept lists, see plan.py) that cuts the ``remove`` units: their complement per block."""
+    plan = {}
+    for kind, blocks in remove.items():
+        widths = config["ssm_widths" if kind == "ssm" else "mlp_widths"]
+        plan[kind] = [sorted(set(range(w)) - set(r)) for w, r in zip(widths, blocks, strict=True)]
+    return plan
+
+
+class RSSTRegularizer:
+    """Training-loop hook: ``after_backward`` adds the gradient of λ(progress)·penalty of the target groups, every step.
+
+    ``remove``: {kind: [units to remove in block 0, ...]} for the round. ``lambda_trace`` holds the λ of
+    every call; ``on_epoch_end`` logs λ and the mean target / non-target group norms.
+    """
+
+    def __init__(self, model: torch.nn.Module, remove: Mapping[str, list[list[int]]], strength: float,
+                 schedule: str = "exp", exponent: float = 4.0, penalty: str = "group_l2"):
+        if penalty not in RSST_PENALTIES:
+            raise ValueError(f"rsst penalty must be one of {', '.join(RSST_PENALTIES)}; got {penalty!r}")
+        rsst_lambda(1.0, strength, schedule, exponent)  # validates the schedule now, not at step 1
+        self.model, self.config = model, dict(model.config)
+        self.strength, self.schedule, self.exponent, self.penalty = strength, schedule, exponent, penalty
+        self.targets: dict[str, list[torch.Tensor]] = {}
+        self.others: dict[str, list[torch.Tensor]] = {}
+        for kind, blocks in remove.items():
+            if kind not in KINDS:
+                raise ValueError(f"unit kind must be one of {KINDS}, got {kind!r}")
+            widths = self.config["ssm_widths" if kind == "ssm" else "mlp_widths"]
+            if len(blocks) != len(widths):
+                raise ValueError(f"remove[{kind!r}] needs {len(widths)} blocks, got {len(blocks)}")
+            self.targets[kind] = [torch.as_tensor(sorted(set(b)), dtype=torch.long) for b in blocks]
+            self.others[kind] = [torch.as_tensor(sorted(set(range(w)) - set(b)), dtype=torch.long)
+                                 for w, b in zip(widths, blocks)]
+        self.lambda_trace: list[float] = []
+        self._device = torch.device("cpu")
+
+    def penalty_value(self, model: torch.nn.Module) -> torch.Tensor | None:
+        """Σ over target groups of ||w_g||² (group_l2) or ||w_g||₂ (group_lasso), without λ."""
+        params = dict(model.named_parameters())
+        device = next(iter(params.values())).device
+        if self._device != device:  # index tensors live where the weights are: no per-step host copies
+            self.targets = {k: [u.to(device) for u in v] for k, v in self.targets.items()}
+            self._device = device
+        total = None
+        for kind, blocks in self.targets.items():
+            for i, units in enumerate(blocks):
+                if units.numel() == 0:
+                    continue
+                sq = group_sq_norms(params, self.config, kind, i, units)
+                # clamp: the gradient of ||w|| at exactly 0 is taken as 0, not NaN
+                term = sq.sum() if self.penalty == "group_l2" else sq.clamp_min(1e-30).sqrt().sum()
+                total = term if total is None else total + term
+        return total
+
+    def penalty_term(self, model: torch.nn.Module, progress: float) -> torch.Tensor | None:
+        """λ(progress)·penalty, differentiable; records λ in ``lambda_trace`` (one entry per step)."""
+        lam = rsst_lambda(progress, self.strength, self.schedule, self.exponent)
+        self.lambda_trace.append(lam)
+        value = self.penalty_value(model)
+        return None if value is None else lam * value
+
+    def after_backward(self, model: torch.nn.Module, progress: float) -> None:
+        """Add the penalty's gradient to ``.grad`` after the data gradient was clipped, so a strong λ is
+        never scaled down by clipping and never scales the data gradient down either."""
+        with torch.enable_grad():
+            value = self.penalty_term(model, progress)
+        if value is None:
+            return
+        params = [p for p in model.parameters() if p.requires_grad]
+        grads = torch.autograd.grad(value, params, allow_unused=True)
+        for p, g in zip(params, grads):
+            if g is not None:
+                p.grad = g if p.grad is None else p.grad.add_(g)
+
+    def norms(self) -> dict[str, float]:
+        """Mean group norm of the target units and of all other units (over the targeted kinds)."""
+        out = {}
+        for name, sel in (("target", self.targets), ("other", self.others)):
+            norms = [n for kind, blocks in sel.items()
+                     for n in group_norms(self.model, self.config, kind, [b.tolist() for b in blocks])]
+            flat = torch.cat(norms) if norms else torch.zeros(0)
+            out[name] = flat.mean().item() if flat.numel() else float("nan")
+        return out
+
+    def on_epoch_end(self, epoch: int, record: dict) -> None:
+        n = self.norms()
+        record["rsst_lambda"] = self.lambda_trace[-1] if self.lambda_trace else 0.0
+        record["rsst_target_norm"] = n["target"]
+        record["rsst_other_norm"] = n["other"]
+
+    def plan(self) -> dict:
+        """The plan that cuts this round's target units (apply with ``apply_plan`` after the round)."""
+        return removal_plan({k: [b.tolist() for b in v] for k, v in self.targets.items()}, self.config)
