@@ -31,7 +31,7 @@ def init_checkpoint(root: Path = MODELS_DIR) -> Path:
 
 def epoch_checkpoint(epoch: int, root: Path = MODELS_DIR) -> Path:
     """Pretrain weights after ``epoch`` (for ``rewind: epoch``)."""
-    return root / "pretrain_epochs" / f"epoch{epoch}.pt"
+    return root / "rewind" / f"epoch{epoch}.pt"
 
 
 def metrics_file(stage: str, root: Path = METRICS_DIR) -> Path:

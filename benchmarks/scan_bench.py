@@ -1,0 +1,122 @@
+"""Selective-scan speed: fwd+bwd time per call, ref vs cpu on CPU and ref vs triton on CUDA, with ratios.
+
+    PYTHONPATH=src python benchmarks/scan_bench.py            # both sections (CUDA only when available)
+    PYTHONPATH=src python benchmarks/scan_bench.py --sweep    # also try Triton block/warp configurations
+
+GPU shapes are mamba_small's (batch 1024, L=64, d_inner=384, n=16); CPU shapes are smaller.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from mambaprune.models.scan import selective_scan_ref
+from mambaprune.models.scan_cpu import selective_scan_cpu
+
+CPU_SHAPES = [(64, 64, 192, 16), (64, 64, 384, 16), (128, 16, 64, 8)]
+GPU_SHAPES = [(1024, 64, 384, 16)]
+
+
+def make_args(b, l, d, n, device, dtype):
+    g = torch.Generator(device="cpu").manual_seed(0)
+    r = lambda *s: torch.randn(*s, generator=g).to(device)  # noqa: E731
+    act = [r(b, l, d), r(b, l, d) - 1.0, r(b, l, n), r(b, l, n), r(b, l, d)]  # u, Δ_raw, B, C, z
+    u, delta, B, C, z = (t.to(dtype).requires_grad_() for t in act)
+    A = (-torch.exp(r(d, n) * 0.5)).requires_grad_()
+    D, bias = r(d).requires_grad_(), (r(d) * 0.5).requires_grad_()
+    return (u, delta, A, B, C, D, z, bias)
+
+
+def time_call(fn, args, reps, cuda):
+    """Best-of-``reps`` seconds for forward + backward (CUDA events when on GPU)."""
+    gout = torch.randn_like(args[0])
+
+    def step():
+        for a in args:
+            a.grad = None
+        fn(*args).backward(gout)
+
+    step()
+    times = []
+    for _ in range(reps):
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            step()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def bench_cpu(reps):
+    print(f"== CPU ({torch.get_num_threads()} threads), fp32, fwd+bwd per call")
+    print(f"{'shape (b, l, d, n)':<24}{'ref ms':>10}{'cpu ms':>10}{'ref/cpu':>9}")
+    for shape in CPU_SHAPES:
+        args = make_args(*shape, "cpu", torch.float32)
+        t_ref = time_call(selective_scan_ref, args, max(1, reps // 2), False)
+        t_cpu = time_call(selective_scan_cpu, args, reps, False)
+        print(f"{str(shape):<24}{t_ref * 1e3:>10.1f}{t_cpu * 1e3:>10.1f}{t_ref / t_cpu:>8.1f}x")
+
+
+def bench_gpu(reps, sweep):
+    from mambaprune.models import scan_triton
+
+    print(f"== CUDA ({torch.cuda.get_device_name()}), fwd+bwd per call")
+    print(f"{'shape (b, l, d, n)':<24}{'dtype':<10}{'ref ms':>10}{'triton ms':>11}{'fwd ms':>9}{'ref/triton':>12}")
+    for shape in GPU_SHAPES:
+        for dtype in (torch.float32, torch.bfloat16):
+            args = make_args(*shape, "cuda", dtype)
+            t_ref = time_call(selective_scan_ref, args, 2, True)
+            t_tri = time_call(scan_triton.selective_scan_triton, args, reps, True)
+            with torch.no_grad():
+                t_fwd = time_call(lambda *a: scan_triton.selective_scan_triton(*a).requires_grad_(), args, reps, True)
+            print(f"{str(shape):<24}{str(dtype)[6:]:<10}{t_ref * 1e3:>10.2f}{t_tri * 1e3:>11.3f}"
+                  f"{t_fwd * 1e3:>9.3f}{t_ref / t_tri:>11.1f}x")
+        print(f"  -> 24 scan calls (mamba_small, one direction per block): {24 * t_tri * 1e3:.1f} ms fwd+bwd per step")
+    if sweep:
+        sweep_triton(scan_triton, reps)
+
+
+def sweep_triton(st, reps):
+    """Forward configs timed alone, then backward configs (fwd+bwd, forward at its default)."""
+    args = make_args(*GPU_SHAPES[0], "cuda", torch.bfloat16)
+    names = ("FWD_BLOCK_D", "FWD_WARPS", "BWD_BLOCK_D", "BWD_WARPS", "CHUNK")
+    default = {k: getattr(st, k) for k in names}
+    for block, warps in [(16, 1), (32, 1), (32, 2), (64, 1), (64, 2), (128, 2), (128, 4)]:
+        st.FWD_BLOCK_D, st.FWD_WARPS = block, warps
+        with torch.no_grad():
+            t = time_call(lambda *a: st.selective_scan_triton(*a).requires_grad_(), args, reps, True)
+        print(f"sweep bf16 fwd BLOCK_D={block:<4} warps={warps}  fwd {t * 1e3:.3f} ms")
+    st.FWD_BLOCK_D, st.FWD_WARPS = default["FWD_BLOCK_D"], default["FWD_WARPS"]
+    for (block, warps), chunk in [(c, k) for c in [(32, 1), (32, 2), (64, 1), (64, 2), (128, 4)] for k in (4, 8, 16)]:
+        st.BWD_BLOCK_D, st.BWD_WARPS, st.CHUNK = block, warps, chunk
+        t = time_call(st.selective_scan_triton, args, reps, True)
+        print(f"sweep bf16 bwd BLOCK_D={block:<4} warps={warps} CHUNK={chunk:<3} fwd+bwd {t * 1e3:.3f} ms")
+    for k, v in default.items():
+        setattr(st, k, v)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--sweep", action="store_true", help="try Triton BLOCK_D / num_warps / CHUNK settings")
+    p.add_argument("--no-cpu", action="store_true")
+    a = p.parse_args()
+    if not a.no_cpu:
+        bench_cpu(a.reps)
+    if torch.cuda.is_available():
+        bench_gpu(max(a.reps, 10), a.sweep)
+    else:
+        print("== CUDA not available: triton section skipped")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""Fused Triton selective scan for CUDA, forward and backward kernels.
+
+Design (why): the scan is sequential in time but independent across (batch, channel), so one program
+owns a (batch, BLOCK_D channels) slice and walks the tokens with its fp32 state tile (BLOCK_D × n) in
+registers. softplus(Δ + bias), the D skip and the SiLU(z) gate are fused, so the only (b, l, ·) traffic
+is reading the inputs and writing the output. Nothing of size (b, l, d, n) is stored: the forward saves
+the state every ``CHUNK`` tokens ((b, l/CHUNK, d, n) fp32 checkpoints); the backward walks the chunks in
+reverse, recomputes a chunk's states from its checkpoint into a small per-program scratch (hot in L2),
+then runs the reverse-time recurrence. Reductions over channels (dB, dC) are written as per-channel-block
+partial sums and reductions over batch (dA, dD, dbias) as per-batch partials; torch sums them after
+(deterministic, no atomics). Inputs may be fp32 or bf16/fp16; all arithmetic is fp32.
+
+Works on CPU tensors under ``TRITON_INTERPRET=1`` (used by the tests); imports cleanly without a GPU.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["selective_scan_triton", "CHUNK"]
+
+CHUNK = 8  # tokens between state checkpoints
+FWD_BLOCK_D, FWD_WARPS = 32, 1  # channels per program and warps, forward kernel
+BWD_BLOCK_D, BWD_WARPS = 32, 1  # same for the backward kernel (see benchmarks/scan_bench.py --sweep)
+LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _softplus(x):
+    """max(x, 0) + log1p(exp(-|x|)); log1p from log with Goldberg's correction (exact for tiny e)."""
+    e = tl.exp(-tl.abs(x))
+    w = 1.0 + e
+    den = tl.where(w == 1.0, 1.0, w - 1.0)
+    return tl.maximum(x, 0.0) + tl.where(w == 1.0, e, tl.log(w) * (e / den))
+
+
+@triton.jit
+def _scan_fwd_kernel(
+    u_ptr, dl_ptr, z_ptr, B_ptr, C_ptr, A_ptr, D_ptr, bias_ptr, out_ptr, ck_ptr,
+    DIM, NS,
+    s_ub, s_ul, s_db, s_dl, s_zb, s_zl, s_Bb, s_Bl, s_Cb, s_Cl, s_ob, s_ol,
+    L: tl.constexpr, K: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr,
+    N: tl.constexpr,
+):
+    pid_b = tl.program_id(0).to(tl.int64)
+    offs_d = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    md = offs_d < DIM
+    offs_n = tl.arange(0, N)
+    mn = offs_n < NS
+    m2 = md[:, None] & mn[None, :]
+    A2 = tl.load(A_ptr + offs_d[:, None] * NS + offs_n[None, :], mask=m2, other=0.0).to(tl.float32) * 1.4426950408889634
+    Dv = tl.load(D_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
+    else:
+        bias = tl.zeros((BLOCK,), tl.float32)
+    u_ptr += pid_b * s_ub + offs_d
+    dl_ptr += pid_b * s_db + offs_d
+    z_ptr += pid_b * s_zb + offs_d
+    out_ptr += pid_b * s_ob + offs_d
+    B_ptr += pid_b * s_Bb + offs_n
+    C_ptr += pid_b * s_Cb + offs_n
+    n_chunks: tl.constexpr = (L + K - 1) // K
+    ck_ptr += pid_b * n_chunks * DIM * NS + offs_d[:, None] * NS + offs_n[None, :]
+    h = tl.zeros((BLOCK, N), tl.float32)
+    # Loop bounds are constexpr (runs under older Triton interpreters too); tokens past L in the last chunk
+    # are masked no-ops (Δ = 0 leaves h unchanged). A token's inputs are loaded one step ahead (the *_n
+    # values) so their latency overlaps the previous update.
+    u_n = tl.load(u_ptr, mask=md, other=0.0)
+    x_n = tl.load(dl_ptr, mask=md, other=0.0)
+    B_n = tl.load(B_ptr, mask=mn, other=0.0)
+    C_n = tl.load(C_ptr, mask=mn, other=0.0)
+    if HAS_Z:
+        z_n = tl.load(z_ptr, mask=md, other=0.0)
+    for c in range(n_chunks):
+        tl.store(ck_ptr + c * DIM * NS, h, mask=m2)
+        for k in range(K):
+            t = c * K + k
+            u, x, Bv, Cv = u_n.to(tl.float32), x_n.to(tl.float32) + bias, B_n.to(tl.float32), C_n.to(tl.float32)
+            nxt = t + 1 < L
+            u_n = tl.load(u_ptr + (t + 1) * s_ul, mask=md & nxt, other=0.0)
+            x_n = tl.load(dl_ptr + (t + 1) * s_dl, mask=md & nxt, other=0.0)
+            B_n = tl.load(B_ptr + (t + 1) * s_Bl, mask=mn & nxt, other=0.0)
+            C_n = tl.load(C_ptr + (t + 1) * s_Cl, mask=mn & nxt, other=0.0)
+            dt = tl.where(t < L, _softplus(x), 0.0)
+            h = tl.exp2(dt[:, None] * A2) * h + (dt * u)[:, None] * Bv[None, :]
+            y = tl.sum(h * Cv[None, :], axis=1) + Dv * u
+            if HAS_Z:
+                zv = z_n.to(tl.float32)
+                z_n = tl.load(z_ptr + (t + 1) * s_zl, mask=md & nxt, other=0.0)
+                y = y * zv * tl.sigmoid(zv)
+            tl.store(out_ptr + t * s_ol, y.to(out_ptr.dtype.element_ty), mask=md & (t < L))
+
+
+@triton.jit
+def _scan_bwd_kernel(
+    u_ptr, dl_ptr, z_ptr, B_ptr, C_ptr, A_ptr, D_ptr, bias_ptr, g_ptr, ck_ptr, sc_ptr,
+    du_ptr, ddl_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr,
+    batch, DIM, NS, n_dblocks,
+    s_ub, s_ul, s_db, s_dl, s_zb, s_zl, s_Bb, s_Bl, s_Cb, s_Cl, s_gb, s_gl,
+    L: tl.constexpr, K: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr,
+    N: tl.constexpr,
+):
+    pid_b = tl.program_id(0).to(tl.int64)
+    pid_d = tl.program_id(1)
+    offs_d = pid_d * BLOCK + tl.arange(0, BLOCK)
+    md = offs_d < DIM
+    offs_n = tl.arange(0, N)
+    mn = offs_n < NS
+    m2 = md[:, None] & mn[None, :]
+    A = tl.load(A_ptr + offs_d[:, None] * NS + offs_n[None, :], mask=m2, other=0.0).to(tl.float32)
+    A2 = A * 1.4426950408889634
+    Dv = tl.load(D_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
+    else:
+        bias = tl.zeros((BLOCK,), tl.float32)
+    # per-(batch) rows of the (b, l, d) tensors; the gradients du, dΔ, dz are contiguous (b, l, d)
+    u_ptr += pid_b * s_ub + offs_d
+    dl_ptr += pid_b * s_db + offs_d
+    z_ptr += pid_b * s_zb + offs_d
+    g_ptr += pid_b * s_gb + offs_d
+    row = pid_b * L * DIM + offs_d
+    B_ptr += pid_b * s_Bb + offs_n
+    C_ptr += pid_b * s_Cb + offs_n
+    part_bn = (pid_d * batch + pid_b) * L * NS + offs_n  # dB/dC partials: (d-blocks, b, l, n)
+    n_chunks: tl.constexpr = (L + K - 1) // K
+    ck_ptr += pid_b * n_chunks * DIM * NS + offs_d[:, None] * NS + offs_n[None, :]
+    tile = tl.arange(0, BLOCK)[:, None] * N + offs_n[None, :]
+    sc_ptr += (pid_b * n_dblocks + pid_d) * (K + 1) * BLOCK * N + tile  # (K + 1) states
+
+    carry = tl.zeros((BLOCK, N), tl.float32)  # ΔA_{t+1} * dh_{t+1}
+    dA_acc = tl.zeros((BLOCK, N), tl.float32)
+    dD_acc = tl.zeros((BLOCK,), tl.float32)
+    dbias_acc = tl.zeros((BLOCK,), tl.float32)
+    for cc in range(n_chunks):
+        c = n_chunks - 1 - cc
+        t0 = c * K
+        # recompute the chunk's states from its checkpoint: scratch slot j holds h_{t0 + j - 1}
+        h = tl.load(ck_ptr + c * DIM * NS, mask=m2, other=0.0)
+        tl.store(sc_ptr, h)
+        u_n = tl.load(u_ptr + t0 * s_ul, mask=md, other=0.0)
+        x_n = tl.load(dl_ptr + t0 * s_dl, mask=md, other=0.0)
+        B_n = tl.load(B_ptr + t0 * s_Bl, mask=mn, other=0.0)
+        for k in range(K):
+            t = t0 + k
+            u, x, Bv = u_n.to(tl.float32), x_n.to(tl.float32) + bias, B_n.to(tl.float32)
+            nxt = t + 1 < L
+            u_n = tl.load(u_ptr + (t + 1) * s_ul, mask=md & nxt, other=0.0)
+            x_n = tl.load(dl_ptr + (t + 1) * s_dl, mask=md & nxt, other=0.0)
+            B_n = tl.load(B_ptr + (t + 1) * s_Bl, mask=mn & nxt, other=0.0)
+            dt = tl.where(t < L, _softplus(x), 0.0)
+            h = tl.exp2(dt[:, None] * A2) * h + (dt * u)[:, None] * Bv[None, :]
+            tl.store(sc_ptr + (k + 1) * BLOCK * N, h)
+        tl.debug_barrier()
+        # reverse in time; h holds h_t. Tokens past L: g = 0 and Δ = 0 make the step an identity, stores masked.
+        t = t0 + K - 1
+        cur = t < L
+        u_n = tl.load(u_ptr + t * s_ul, mask=md & cur, other=0.0)
+        x_n = tl.load(dl_ptr + t * s_dl, mask=md & cur, other=0.0)
+        B_n = tl.load(B_ptr + t * s_Bl, mask=mn & cur, other=0.0)
+        C_n = tl.load(C_ptr + t * s_Cl, mask=mn & cur, other=0.0)
+        g_n = tl.load(g_ptr + t * s_gl, mask=md & cur, other=0.0)
+        hp_n = tl.load(sc_ptr + (K - 1) * BLOCK * N)
+        if HAS_Z:
+            z_n = tl.load(z_ptr + t * s_zl, mask=md & cur, other=0.0)
+        for kk in range(K):
+            k = K - 1 - kk
+            t = t0 + k
+            valid = t < L
+            u, x, Bv, Cv = u_n.to(tl.float32), x_n.to(tl.float32) + bias, B_n.to(tl.float32), C_n.to(tl.float32)
+            g, h_prev = g_n.to(tl.float32), hp_n
+            prv = (k > 0) & (t - 1 < L)
+            u_n = tl.load(u_ptr + (t - 1) * s_ul, mask=md & prv, other=0.0)
+            x_n = tl.load(dl_ptr + (t - 1) * s_dl, mask=md & prv, other=0.0)
+            B_n = tl.load(B_ptr + (t - 1) * s_Bl, mask=mn & prv, other=0.0)
+            C_n = tl.load(C_ptr + (t - 1) * s_Cl, mask=mn & prv, other=0.0)
+            g_n = tl.load(g_ptr + (t - 1) * s_gl, mask=md & prv, other=0.0)
+            hp_n = tl.load(sc_ptr + tl.maximum(k - 1, 0) * BLOCK * N)
+            dt = tl.where(valid, _softplus(x), 0.0)
+            if HAS_Z:
+                zv = z_n.to(tl.float32)
+                z_n = tl.load(z_ptr + (t - 1) * s_zl, mask=md & prv, other=0.0)
+                sz = tl.sigmoid(zv)
+                y = tl.sum(h * Cv[None, :], axis=1) + Dv * u
+                dz = g * y * sz * (1.0 + zv * (1.0 - sz))
+                tl.store(dz_ptr + row + t * DIM, dz.to(dz_ptr.dtype.element_ty), mask=md & valid)
+                gy = g * zv * sz
+            else:
+                gy = g
+            dh = carry + gy[:, None] * Cv[None, :]
+            tl.store(dC_ptr + part_bn + t * NS, tl.sum(gy[:, None] * h, axis=0), mask=mn & valid)
+            dA_t = tl.exp2(dt[:, None] * A2)
+            gdA = dh * dA_t * h_prev
+            dA_acc += gdA * dt[:, None]
+            dBu = tl.sum(dh * Bv[None, :], axis=1)
+            ddt = tl.sum(gdA * A, axis=1) + dBu * u
+            tl.store(dB_ptr + part_bn + t * NS, tl.sum(dh * (dt * u)[:, None], axis=0), mask=mn & valid)
+            tl.store(du_ptr + row + t * DIM, (dBu * dt + gy * Dv).to(du_ptr.dtype.element_ty), mask=md & valid)
+            ddelta = tl.where(valid, ddt * tl.sigmoid(x), 0.0)
+            tl.store(ddl_ptr + row + t * DIM, ddelta.to(ddl_ptr.dtype.element_ty), mask=md & valid)
+            dD_acc += gy * u
+            dbias_acc += ddelta
+            carry = dA_t * dh
+            h = h_prev
+        tl.debug_barrier()  # the next chunk overwrites the scratch
+    tl.store(dA_ptr + pid_b * DIM * NS + offs_d[:, None] * NS + offs_n[None, :], dA_acc, mask=m2)
+    tl.store(dD_ptr + pid_b * DIM + offs_d, dD_acc, mask=md)
+    tl.store(dbias_ptr + pid_b * DIM + offs_d, dbias_acc, mask=md)
+
+
+def _rowmajor(x):
+    """Kernels index (b, l, k) tensors by batch/token strides and assume unit stride on the last dim."""
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+class _SelectiveScanTriton(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias):
+        u, delta, B, C = map(_rowmajor, (u, delta, B, C))
+        z = _rowmajor(z) if z is not None else None
+        A, D = A.contiguous(), D.contiguous()
+        b, l, d = u.shape
+        n = A.shape[1]
+        K = min(CHUNK, l)
+        out = torch.empty((b, l, d), device=u.device, dtype=u.dtype)
+        ck = torch.empty((b, triton.cdiv(l, K), d, n), device=u.device, dtype=torch.float32)
+        zz = z if z is not None else u
+        _scan_fwd_kernel[(b, triton.cdiv(d, FWD_BLOCK_D))](
+            u, delta, zz, B, C, A, D, delta_bias if delta_bias is not None else D, out, ck,
+            d, n,
+            u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), zz.stride(0), zz.stride(1),
+            B.stride(0), B.stride(1), C.stride(0), C.stride(1), out.stride(0), out.stride(1),
+            L=l, K=K, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, BLOCK=FWD_BLOCK_D,
+            N=triton.next_power_of_2(n), num_warps=FWD_WARPS,
+        )
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, ck)
+        ctx.chunk = K
+        return out
+
+    @staticmethod
+    def backward(ctx, gout):
+        u, delta, A, B, C, D, z, delta_bias, ck = ctx.saved_tensors
+        gout = _rowmajor(gout)
+        b, l, d = u.shape
+        n = A.shape[1]
+        N = triton.next_power_of_2(n)
+        K, BLOCK = ctx.chunk, BWD_BLOCK_D
+        nblk = triton.cdiv(d, BLOCK)
+        dev, f32 = u.device, torch.float32
+        scratch = torch.empty(b * nblk * (K + 1) * BLOCK * N, device=dev, dtype=f32)
+        du = torch.empty((b, l, d), device=dev, dtype=u.dtype)
+        ddelta = torch.empty((b, l, d), device=dev, dtype=delta.dtype)
+        dz = torch.empty((b, l, d), device=dev, dtype=z.dtype) if z is not None else du
+        dB_part = torch.empty((nblk, b, l, n), device=dev, dtype=f32)
+        dC_part = torch.empty((nblk, b, l, n), device=dev, dtype=f32)
+        dA_part = torch.empty((b, d, n), device=dev, dtype=f32)
+        dD_part = torch.empty((b, d), device=dev, dtype=f32)
+        dbias_part = torch.empty((b, d), device=dev, dtype=f32)
+        zz = z if z is not None else u
+        _scan_bwd_kernel[(b, nblk)](
+            u, delta, zz, B, C, A, D, delta_bias if delta_bias is not None else D, gout, ck, scratch,
+            du, ddelta, dz, dB_part, dC_part, dA_part, dD_part, dbias_part,
+            b, d, n, nblk,
+            u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), zz.stride(0), zz.stride(1),
+            B.stride(0), B.stride(1), C.stride(0), C.stride(1), gout.stride(0), gout.stride(1),
+            L=l, K=K, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, BLOCK=BLOCK, N=N,
+            num_warps=BWD_WARPS,
+        )
+        dbias = dbias_part.sum(0).to(delta_bias.dtype) if delta_bias is not None else None
+        return (du, ddelta, dA_part.sum(0).to(A.dtype), dB_part.sum(0).to(B.dtype), dC_part.sum(0).to(C.dtype),
+                dD_part.sum(0).to(D.dtype), dz if z is not None else None, dbias)
+
+
+def selective_scan_triton(u, delta, A, B, C, D, z=None, delta_bias=None):
+    """Selective scan with fused Triton kernels; arguments and result as ``scan.selective_scan_ref``."""
+    return _SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias)

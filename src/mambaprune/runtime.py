@@ -1,0 +1,128 @@
+"""What every stage script needs: params, seeding, the device, resume fingerprints, one error style.
+
+Stage scripts stay thin: ``main()`` calls ``stage_main(fn)``, which turns the project's known errors
+(bad params, missing data, bad checkpoints, a diverging run) into one clear message and exit status 2,
+instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import ConfigError, Params
+from .paths import RESUME_DIR
+
+REWIND_EPOCHS = 5  # pretrain keeps snapshots of epochs 0..5 for `prune.rewind: epoch`
+
+__all__ = ["REWIND_EPOCHS", "clear_resume", "seed_everything", "stage_main", "fingerprint", "resume_file",
+           "project_root", "bind_fit", "build_model", "accuracy_of", "model_summary", "stage_plots_dir"]
+
+
+def project_root() -> Path:
+    """The real repo root, also inside a queued ``dvc exp run`` (which runs in a temp copy)."""
+    return Path(os.environ.get("DVC_ROOT", os.getcwd()))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def fingerprint(*parts: object, files: tuple[Path, ...] = ()) -> str:
+    """A key for resume checkpoints: changes whenever a stage's inputs or params change."""
+    h = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
+    for f in files:
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def resume_file(stage: str) -> Path:
+    return RESUME_DIR / f"{stage.replace('@', '_')}.pt"
+
+
+def clear_resume(stage: str) -> None:
+    """Delete a finished stage's resume files (checkpoints and snapshots): the stage's outputs now exist."""
+    import shutil
+
+    for f in RESUME_DIR.glob(f"{stage.replace('@', '_')}-*"):
+        shutil.rmtree(f) if f.is_dir() else f.unlink(missing_ok=True)
+
+
+def known_errors() -> tuple[type[BaseException], ...]:
+    from .checkpoint import CheckpointError
+    from .data import DataError
+    from .train import TrainingError
+
+    return (ConfigError, DataError, CheckpointError, TrainingError, FileNotFoundError, ValueError)
+
+
+def stage_main(fn: Callable[[], None]) -> None:
+    """Run a stage; known errors become one line on stderr and exit status 2."""
+    try:
+        fn()
+    except known_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def stage_plots_dir(stage: str) -> Path:
+    """plots/<stage>/: the per-epoch CSVs of one stage (a DVC out of that stage)."""
+    from .paths import PLOTS_DIR
+
+    return PLOTS_DIR / stage.replace("@", "_")
+
+
+def bind_fit(train_cfg, stage: str, train_loader, val_loader, run, key: str, lr: float | None = None):
+    """``fit(model, epochs, hooks=(), tag="")`` with this stage's resume file, CSV and tracking bound.
+
+    Each tag (e.g. ``rsst`` then ``recover`` in one round) gets its own resume file and CSV.
+    """
+    from .train import fit as train_fit
+
+    def fit(model, epochs: int, hooks=(), tag: str = "train", epoch_callback=None):
+        name = f"{stage}-{tag}"
+        return train_fit(model, train_loader, val_loader, train_cfg, epochs, lr=lr, hooks=hooks,
+                         epoch_callback=epoch_callback,
+                         resume_path=resume_file(name), resume_key=f"{key}-{tag}",
+                         metrics_csv=stage_plots_dir(stage) / f"{tag}_epochs.csv",
+                         log_fn=lambda rec: run.log_epoch({f"{tag}/{k}": v for k, v in rec.items()}
+                                                          | {"epoch": rec["epoch"]}),
+                         desc=name)
+
+    return fit
+
+
+def build_model(params: Params, meta: dict):
+    """The dense model for this dataset: classes, channels, image size and normalisation from meta.json."""
+    from .models import create_model
+
+    return create_model(params.model.name, num_classes=meta["num_classes"], img_size=meta["img_size"],
+                        in_chans=meta["in_chans"], norm_mean=meta["mean"], norm_std=meta["std"],
+                        **params.model.overrides())
+
+
+def accuracy_of(model, val_loader, test_loader, device) -> dict[str, float]:
+    """Validation and test accuracy (test is reported, never used to choose anything)."""
+    from .train import evaluate
+
+    val, test = evaluate(model, val_loader, device), evaluate(model, test_loader, device)
+    return {"val_acc": val["acc"], "val_loss": val["loss"], "test_acc": test["acc"], "test_loss": test["loss"]}
+
+
+def model_summary(model) -> dict:
+    from .counting import count_flops, count_params
+
+    return {"params": count_params(model), "flops": count_flops(model),
+            "ssm_widths": list(model.config["ssm_widths"]), "mlp_widths": list(model.config["mlp_widths"])}

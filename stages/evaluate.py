@@ -1,0 +1,46 @@
+"""Stage `evaluate`: test accuracy, size and measured inference speed of the final model vs the dense one."""
+
+import time
+
+from mambaprune import paths
+from mambaprune.checkpoint import load_checkpoint
+from mambaprune.config import load_params
+from mambaprune.data import make_loaders
+from mambaprune.plots import write_json
+from mambaprune.runtime import accuracy_of, model_summary, stage_main
+from mambaprune.speed import compare_throughput
+from mambaprune.tracking import stage_run
+from mambaprune.train import resolve_device
+
+
+def main() -> None:
+    params = load_params()
+    start = time.time()
+    device = resolve_device(params.train.device)
+    final = load_checkpoint(paths.checkpoint("finetuned")).to(device)
+    dense = load_checkpoint(paths.checkpoint("pretrained")).to(device)
+    _, val, test, _ = make_loaders(paths.DATA_DIR, params.train, params.seed, device, params.evaluate.batch_size)
+    with stage_run("evaluate", {"evaluate": params.evaluate.__dict__}) as run:
+        final_sum, dense_sum = model_summary(final), model_summary(dense)
+        acc, dense_acc = accuracy_of(final, val, test, device), accuracy_of(dense, val, test, device)
+        speed = compare_throughput({"dense": dense, "pruned": final}, params.evaluate.throughput_batch,
+                                   params.evaluate.throughput_iters, device)
+        metrics = {
+            "test_acc": acc["test_acc"], "val_acc": acc["val_acc"],
+            "dense_test_acc": dense_acc["test_acc"], "dense_val_acc": dense_acc["val_acc"],
+            "test_acc_drop": dense_acc["test_acc"] - acc["test_acc"],
+            **final_sum, "dense_params": dense_sum["params"], "dense_flops": dense_sum["flops"],
+            "param_reduction": 1.0 - final_sum["params"] / dense_sum["params"],
+            "flop_ratio": dense_sum["flops"] / final_sum["flops"],
+            "throughput_img_s": speed["pruned"], "dense_throughput_img_s": speed["dense"],
+            "speedup": speed["pruned"] / speed["dense"], "device": str(device),
+            "throughput_batch": params.evaluate.throughput_batch, "wall_time_s": time.time() - start,
+        }
+        run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+        write_json(paths.metrics_file("evaluate"), metrics)
+    print(f"evaluate: test {acc['test_acc']:.4f} (dense {dense_acc['test_acc']:.4f}), params "
+          f"{final_sum['params']:,} / {dense_sum['params']:,}, speedup {metrics['speedup']:.2f}x on {device}")
+
+
+if __name__ == "__main__":
+    stage_main(main)

@@ -1,0 +1,46 @@
+"""Stage `finetune`: train the last round's model `finetune.epochs` more → models/finetuned.pt."""
+
+import time
+
+from mambaprune import paths
+from mambaprune.checkpoint import load_checkpoint, save_checkpoint
+from mambaprune.config import load_params
+from mambaprune.data import make_loaders
+from mambaprune.plots import write_json
+from mambaprune.runtime import (
+    accuracy_of,
+    bind_fit,
+    clear_resume,
+    fingerprint,
+    model_summary,
+    seed_everything,
+    stage_main,
+)
+from mambaprune.tracking import stage_run
+from mambaprune.train import resolve_device
+
+
+def main() -> None:
+    params = load_params()
+    start = time.time()
+    seed_everything(params.seed + 1000)
+    device = resolve_device(params.train.device)
+    source = paths.checkpoint(params.prune.last)
+    model, extra = load_checkpoint(source, return_extra=True)
+    model = model.to(device)
+    train, val, test, _ = make_loaders(paths.DATA_DIR, params.train, params.seed, device, params.evaluate.batch_size)
+    key = fingerprint("finetune", params.seed, params.train, params.finetune, files=(source,))
+    with stage_run("finetune", {"finetune": params.finetune.__dict__, "last_round": params.prune.last}) as run:
+        fit = bind_fit(params.train, "finetune", train, val, run, key, lr=params.train.lr * params.finetune.lr_scale)
+        history = fit(model, params.finetune.epochs, tag="train")
+        acc = accuracy_of(model, val, test, device)
+        save_checkpoint(model, paths.checkpoint("finetuned"), plans=list(extra.get("plans", [])))
+        metrics = {**acc, **model_summary(model), "epochs": len(history), "wall_time_s": time.time() - start}
+        run.log_metrics({k: v for k, v in metrics.items() if not isinstance(v, list)})
+        write_json(paths.metrics_file("finetune"), metrics)
+    clear_resume("finetune")
+    print(f"finetune: val {acc['val_acc']:.4f} test {acc['test_acc']:.4f}")
+
+
+if __name__ == "__main__":
+    stage_main(main)

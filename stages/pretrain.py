@@ -1,0 +1,63 @@
+"""Stage `pretrain`: train the dense model → models/pretrained.pt, models/init.pt and early-epoch
+snapshots models/rewind/epoch<k>.pt (the states `prune.rewind` can return to)."""
+
+import shutil
+import time
+
+from mambaprune import paths
+from mambaprune.checkpoint import save_checkpoint
+from mambaprune.config import load_params
+from mambaprune.data import make_loaders
+from mambaprune.plots import write_json
+from mambaprune.runtime import (
+    REWIND_EPOCHS,
+    accuracy_of,
+    bind_fit,
+    build_model,
+    clear_resume,
+    fingerprint,
+    model_summary,
+    resume_file,
+    seed_everything,
+    stage_main,
+)
+from mambaprune.tracking import stage_run
+from mambaprune.train import resolve_device
+
+
+def main() -> None:
+    params = load_params()
+    start = time.time()
+    seed_everything(params.seed)
+    device = resolve_device(params.train.device)
+    train, val, test, meta = make_loaders(paths.DATA_DIR, params.train, params.seed, device,
+                                          params.evaluate.batch_size)
+    model = build_model(params, meta).to(device)
+    save_checkpoint(model, paths.init_checkpoint())
+    key = fingerprint("pretrain", params.seed, params.model, params.train, params.pretrain,
+                      files=(paths.meta_file(), paths.split_file("train")))
+    snapshots = resume_file("pretrain-snapshots").with_suffix("")  # survives a crash; DVC clears models/
+
+    def snapshot(epoch, model):
+        if epoch <= REWIND_EPOCHS:
+            save_checkpoint(model, snapshots / f"epoch{epoch}.pt")
+
+    logged = {"model": params.model.__dict__, "train": params.train.__dict__, "pretrain": params.pretrain.__dict__,
+              "seed": params.seed}
+    with stage_run("pretrain", logged) as run:
+        fit = bind_fit(params.train, "pretrain", train, val, run, key)
+        history = fit(model, params.pretrain.epochs, tag="train", epoch_callback=snapshot)
+        acc = accuracy_of(model, val, test, device)
+        save_checkpoint(model, paths.checkpoint("pretrained"), plans=[])
+        paths.epoch_checkpoint(0).parent.mkdir(parents=True, exist_ok=True)
+        for f in sorted(snapshots.glob("epoch*.pt")):
+            shutil.copy2(f, paths.epoch_checkpoint(int(f.stem[5:])))
+        metrics = {**acc, **model_summary(model), "epochs": len(history), "wall_time_s": time.time() - start}
+        run.log_metrics({k: v for k, v in metrics.items() if not isinstance(v, list)})
+        write_json(paths.metrics_file("pretrain"), metrics)
+    clear_resume("pretrain")
+    print(f"pretrain: val {acc['val_acc']:.4f} test {acc['test_acc']:.4f} params {metrics['params']:,}")
+
+
+if __name__ == "__main__":
+    stage_main(main)

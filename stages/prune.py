@@ -1,0 +1,98 @@
+"""Stage `prune@<round>`: one pruning round (`prune.method`) on the round's input checkpoint.
+
+Usage: python stages/prune.py <round>   (the round names and their inputs come from `prune.rounds`)
+"""
+
+import sys
+import time
+
+from mambaprune import paths
+from mambaprune.checkpoint import load_checkpoint, save_checkpoint
+from mambaprune.config import ConfigError, load_params
+from mambaprune.data import make_loaders
+from mambaprune.plots import write_json
+from mambaprune.pruning.rounds import RoundContext, run_round
+from mambaprune.runtime import (
+    REWIND_EPOCHS,
+    accuracy_of,
+    bind_fit,
+    clear_resume,
+    fingerprint,
+    model_summary,
+    seed_everything,
+    stage_main,
+)
+from mambaprune.tracking import stage_run
+from mambaprune.train import resolve_device
+
+
+def rewind_source(params, pretrain_epochs: int):
+    """The checkpoint `prune.rewind` returns to, checked before any work starts."""
+    p = params.prune
+    if p.rewind == "none" or p.method == "rsst":
+        return None
+    if p.rewind == "init" or p.rewind_epoch == 0:
+        return paths.init_checkpoint()
+    if p.rewind_epoch > min(REWIND_EPOCHS, pretrain_epochs):
+        raise ConfigError(f"prune.rewind_epoch must be in [0, {min(REWIND_EPOCHS, pretrain_epochs)}] (pretrain keeps "
+                          f"snapshots of its first {REWIND_EPOCHS} epochs), got {p.rewind_epoch}")
+    return paths.epoch_checkpoint(p.rewind_epoch)
+
+
+def main() -> None:
+    if len(sys.argv) != 2:
+        raise ConfigError("usage: python stages/prune.py <round>, e.g. r1")
+    params, name = load_params(), sys.argv[1]
+    if name not in params.prune.rounds:
+        raise ConfigError(f"round {name!r} is not in prune.rounds ({', '.join(params.prune.rounds)})")
+    start = time.time()
+    seed_everything(params.seed + params.prune.round_index(name))
+    device = resolve_device(params.train.device)
+    source = paths.checkpoint(params.prune.rounds[name])
+    model, extra = load_checkpoint(source, return_extra=True)
+    dense = load_checkpoint(paths.checkpoint("pretrained"))
+    rewind_path = rewind_source(params, params.pretrain.epochs)
+    rewind_state = load_checkpoint(rewind_path).state_dict() if rewind_path else None
+    model = model.to(device)
+    train, val, test, _ = make_loaders(paths.DATA_DIR, params.train, params.seed, device, params.evaluate.batch_size)
+    key = fingerprint(name, params.seed, params.train, params.prune.__dict__ | {"rounds": None, "last": None},
+                      params.prune.round_index(name), params.prune.num_rounds, files=(source,))
+    stage = f"prune@{name}"
+    logged = {"prune": {k: v for k, v in params.prune.__dict__.items() if k not in ("rounds", "last")},
+              "round": name, "round_index": params.prune.round_index(name), "num_rounds": params.prune.num_rounds}
+    with stage_run(stage, logged) as run:
+        ctx = RoundContext(cfg=params.prune, round_index=params.prune.round_index(name),
+                           num_rounds=params.prune.num_rounds, base_config=dense.config,
+                           history=list(extra.get("plans", [])), rewind_state=rewind_state,
+                           calib=train, seed=params.seed)
+        fit = bind_fit(params.train, stage, train, val, run, key)
+        model, plan, record = run_round(model, ctx, fit, lambda m: accuracy_of(m, val, test, device))
+        save_checkpoint(model, paths.checkpoint(name), plans=[*ctx.history, plan])
+        summary = model_summary(model)
+        metrics = {
+            "round": name, **{f"{k}_{phase}": record[phase][k] for phase in ("before", "after_cut", "after")
+                              for k in ("val_acc", "test_acc")},
+            **summary, "sparsity": 1.0 - summary["params"] / model_summary(dense)["params"],
+            "norms_at_cut": record["norms_at_cut"], "target_ratios": record["target_ratios"],
+            "selection_warnings": [w for s in record["selection"].values() for w in s.get("warnings", [])],
+            "wall_time_s": time.time() - start,
+        }
+        if "lambda_trace" in record:
+            trace = record["lambda_trace"]
+            metrics["rsst_lambda_final"] = trace[-1] if trace else 0.0
+            metrics["rsst_lambda_trace"] = trace[:: max(1, len(trace) // 50)]
+            for i, lam in enumerate(trace):
+                if i % max(1, len(trace) // 200) == 0:
+                    run.log_metrics({"rsst_lambda": lam}, step=i)
+        run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+        run.log_metrics({f"cut/{k}": v for k, v in record["norms_at_cut"].items()})
+        write_json(paths.metrics_file(stage), metrics)
+        for w in metrics["selection_warnings"]:
+            print(f"warning: {w}")
+    clear_resume(stage)
+    print(f"{stage}: params {summary['params']:,}  val {metrics['val_acc_after']:.4f}  "
+          f"test {metrics['test_acc_after']:.4f}")
+
+
+if __name__ == "__main__":
+    stage_main(main)
