@@ -90,7 +90,7 @@ import test_scan as T
 from mambaprune.models import scan_triton
 out = {{}}
 for name, case, dtype, tol, chunk in [
-    ("fp32_z_bias_bigdelta", (1, 21, 40, 5, True, True, 5.0), torch.float32, 1e-5, 8),
+    ("fp32_z_bias_bigdelta", (1, 65, 40, 5, True, True, 5.0), torch.float32, 1e-5, 8),
     ("fp32_plain_chunk4", (2, 9, 24, 4, False, False, 0.0), torch.float32, 1e-5, 4),
     ("bf16_z_bias", (1, 21, 40, 5, True, True, 0.0), torch.bfloat16, 2e-2, 8),
 ]:
@@ -107,7 +107,7 @@ print("RESULT" + json.dumps(out))
 
 def test_triton_interpreter_matches_reference():
     """The Triton kernels run on CPU tensors under TRITON_INTERPRET=1, in a subprocess (the variable must be
-    set before triton is imported). d=40 exercises a partial channel block, l=21 a partial chunk."""
+    set before triton is imported). d=40 exercises a partial channel block, l=65 and l=21 partial chunks."""
     pytest.importorskip("triton")
     env = {**os.environ, "TRITON_INTERPRET": "1", "CUDA_VISIBLE_DEVICES": ""}
     script = _TRITON_SCRIPT.format(tests_dir=os.path.dirname(os.path.abspath(__file__)))

@@ -10,7 +10,15 @@ then runs the reverse-time recurrence. Reductions over channels (dB, dC) are wri
 partial sums and reductions over batch (dA, dD, dbias) as per-batch partials; torch sums them after
 (deterministic, no atomics). Inputs may be fp32 or bf16/fp16; all arithmetic is fp32.
 
-Works on CPU tensors under ``TRITON_INTERPRET=1`` (used by the tests); imports cleanly without a GPU.
+Works on CPU tensors under ``TRITON_INTERPRET=1`` (used by the tests, Triton 3.6 and 3.8 interpreters);
+imports cleanly without a GPU.
+
+Measured on one H200 (torch 2.11, Triton 3.6), mamba_small shape b=1024, l=64, d=384, n=16, per call
+(``python benchmarks/scan_bench.py --sweep``): fwd+bwd 1.9-2.1 ms (bf16 or fp32 inputs), forward alone
+0.45-0.5 ms; the autograd reference loop takes 55-57 ms (~28x). What moved it: one warp per program (the
+d-reductions for dB/dC stay in-warp) and BLOCK_D=32, 4.7 -> 2.7 ms; loading each token's inputs one step
+ahead, 2.7 -> 1.9 ms. Unrolling the token loop (2-8x) made the backward slower; CHUNK 4/8/16 are within
+10% (8 is best, checkpoints are (b, l/8, d, n) fp32).
 """
 
 from __future__ import annotations
@@ -24,7 +32,6 @@ __all__ = ["selective_scan_triton", "CHUNK"]
 CHUNK = 8  # tokens between state checkpoints
 FWD_BLOCK_D, FWD_WARPS = 32, 1  # channels per program and warps, forward kernel
 BWD_BLOCK_D, BWD_WARPS = 32, 1  # same for the backward kernel (see benchmarks/scan_bench.py --sweep)
-LOG2E = 1.4426950408889634
 
 
 @triton.jit
