@@ -5,9 +5,9 @@ import time
 from mambaprune import paths
 from mambaprune.checkpoint import load_checkpoint
 from mambaprune.config import load_params
-from mambaprune.data import make_loaders
+from mambaprune.data import load_meta, make_loaders
 from mambaprune.plots import write_json
-from mambaprune.runtime import accuracy_of, model_summary, stage_main
+from mambaprune.runtime import accuracy_of, check_fits_data, check_same_arch, model_summary, stage_main
 from mambaprune.speed import compare_throughput
 from mambaprune.tracking import stage_run
 from mambaprune.train import resolve_device
@@ -17,8 +17,12 @@ def main() -> None:
     params = load_params()
     start = time.time()
     device = resolve_device(params.train.device)
-    final = load_checkpoint(paths.checkpoint("finetuned")).to(device)
-    dense = load_checkpoint(paths.checkpoint("pretrained")).to(device)
+    final_path, dense_path = paths.checkpoint("finetuned"), paths.checkpoint("pretrained")
+    final, dense = load_checkpoint(final_path), load_checkpoint(dense_path)
+    meta = load_meta(paths.DATA_DIR)
+    check_fits_data(dense, dense_path, meta)
+    check_same_arch(final, final_path, dense, dense_path)
+    final, dense = final.to(device), dense.to(device)
     _, val, test, _ = make_loaders(paths.DATA_DIR, params.train, params.seed, device, params.evaluate.batch_size)
     with stage_run("evaluate", {"evaluate": params.evaluate.__dict__}) as run:
         final_sum, dense_sum = model_summary(final), model_summary(dense)

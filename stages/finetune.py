@@ -5,11 +5,12 @@ import time
 from mambaprune import paths
 from mambaprune.checkpoint import load_checkpoint, save_checkpoint
 from mambaprune.config import load_params
-from mambaprune.data import make_loaders
+from mambaprune.data import load_meta, make_loaders
 from mambaprune.plots import write_json
 from mambaprune.runtime import (
     accuracy_of,
     bind_fit,
+    check_fits_data,
     clear_resume,
     fingerprint,
     model_summary,
@@ -27,6 +28,7 @@ def main() -> None:
     device = resolve_device(params.train.device)
     source = paths.checkpoint(params.prune.last)
     model, extra = load_checkpoint(source, return_extra=True)
+    check_fits_data(model, source, load_meta(paths.DATA_DIR))
     model = model.to(device)
     train, val, test, _ = make_loaders(paths.DATA_DIR, params.train, params.seed, device, params.evaluate.batch_size)
     key = fingerprint("finetune", params.seed, params.train, params.finetune, files=(source,))

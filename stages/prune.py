@@ -3,19 +3,22 @@
 Usage: python stages/prune.py <round>   (the round names and their inputs come from `prune.rounds`)
 """
 
+import math
 import sys
 import time
 
 from mambaprune import paths
 from mambaprune.checkpoint import load_checkpoint, save_checkpoint
 from mambaprune.config import ConfigError, load_params
-from mambaprune.data import make_loaders
+from mambaprune.data import load_meta, make_loaders
 from mambaprune.plots import write_json
 from mambaprune.pruning.rounds import RoundContext, run_round
 from mambaprune.runtime import (
     REWIND_EPOCHS,
     accuracy_of,
     bind_fit,
+    check_fits_data,
+    check_same_arch,
     clear_resume,
     fingerprint,
     model_summary,
@@ -39,6 +42,27 @@ def rewind_source(params, pretrain_epochs: int):
     return paths.epoch_checkpoint(p.rewind_epoch)
 
 
+def min_keep_warnings(cfg, record: dict, base_config, config) -> list[str]:
+    """Per unit kind, a warning when min_keep/round_to kept more units than the asked ratio allows, naming the
+    effective ratio. ``select_units`` (magnitude, rsst) words its own; refill's schedule needs this check."""
+    out = []
+    floor = math.ceil(cfg.min_keep / cfg.round_to) * cfg.round_to
+    for kind, asked in record["target_ratios"].items():
+        own = record["selection"].get(kind, {}).get("warnings", [])
+        if own:
+            out += [f"{kind}: {w}" for w in own]
+            continue
+        base, kept = list(base_config[f"{kind}_widths"]), list(config[f"{kind}_widths"])
+        raised = [f"layer {i}: {w * (1 - asked):.1f}->{n}" for i, (w, n) in enumerate(zip(base, kept))
+                  if w * (1 - asked) < min(floor, w) and n == min(floor, w)]
+        if raised:
+            effective = 1.0 - sum(kept) / sum(base)
+            out.append(f"{kind}: min_keep={cfg.min_keep} (round_to={cfg.round_to}) raised {len(raised)} layer(s) "
+                       f"above their target ({', '.join(raised)}); effective ratio {effective:.4f} instead of the "
+                       f"asked {asked:.4f}")
+    return out
+
+
 def main() -> None:
     if len(sys.argv) != 2:
         raise ConfigError("usage: python stages/prune.py <round>, e.g. r1")
@@ -50,9 +74,16 @@ def main() -> None:
     device = resolve_device(params.train.device)
     source = paths.checkpoint(params.prune.rounds[name])
     model, extra = load_checkpoint(source, return_extra=True)
-    dense = load_checkpoint(paths.checkpoint("pretrained"))
+    dense_path = paths.checkpoint("pretrained")
+    dense = load_checkpoint(dense_path)
+    check_fits_data(dense, dense_path, load_meta(paths.DATA_DIR))
+    check_same_arch(model, source, dense, dense_path)
     rewind_path = rewind_source(params, params.pretrain.epochs)
-    rewind_state = load_checkpoint(rewind_path).state_dict() if rewind_path else None
+    rewind_state = None
+    if rewind_path:
+        rewind = load_checkpoint(rewind_path)
+        check_same_arch(rewind, rewind_path, dense, dense_path, widths=True)
+        rewind_state = rewind.state_dict()
     model = model.to(device)
     train, val, test, _ = make_loaders(paths.DATA_DIR, params.train, params.seed, device, params.evaluate.batch_size)
     key = fingerprint(name, params.seed, params.train, params.prune.__dict__ | {"rounds": None, "last": None},
@@ -74,7 +105,7 @@ def main() -> None:
                               for k in ("val_acc", "test_acc")},
             **summary, "sparsity": 1.0 - summary["params"] / model_summary(dense)["params"],
             "norms_at_cut": record["norms_at_cut"], "target_ratios": record["target_ratios"],
-            "selection_warnings": [w for s in record["selection"].values() for w in s.get("warnings", [])],
+            "selection_warnings": min_keep_warnings(params.prune, record, dense.config, model.config),
             "wall_time_s": time.time() - start,
         }
         if "lambda_trace" in record:
@@ -88,7 +119,7 @@ def main() -> None:
         run.log_metrics({f"cut/{k}": v for k, v in record["norms_at_cut"].items()})
         write_json(paths.metrics_file(stage), metrics)
         for w in metrics["selection_warnings"]:
-            print(f"warning: {w}")
+            print(f"warning: {w}", file=sys.stderr)
     clear_resume(stage)
     print(f"{stage}: params {summary['params']:,}  val {metrics['val_acc_after']:.4f}  "
           f"test {metrics['test_acc_after']:.4f}")

@@ -154,7 +154,17 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", return_extra: b
     except (TypeError, ValueError, KeyError) as e:
         raise CheckpointError(f"{path}: its stored config cannot build a VisionMamba ({e}); the file is from "
                               f"another version or was edited: re-save it with save_checkpoint") from None
-    state = payload["state_dict"]
+    state = payload.get("state_dict")
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{path}: its state_dict is a {type(state).__name__}, not a mapping of tensors; the "
+                              f"file was edited or written by another tool: re-save it with save_checkpoint")
+    bad = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]
+    if bad:  # training never saves these (fit stops first): such a file diverged elsewhere or was edited
+        more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
+        raise CheckpointError(f"{path}: non-finite weights (inf/NaN) in {', '.join(bad[:3])}{more}; a model like "
+                              f"this cannot train or predict. Restore the file or re-run the stage that writes it "
+                              f"(if that run diverged, lower train.lr or enable train.grad_clip)")
     float_dtypes = {v.dtype for v in state.values() if isinstance(v, torch.Tensor) and v.is_floating_point()}
     if len(float_dtypes) == 1:  # keep the saved precision (a float64 model reloads bit-identical)
         model = model.to(dtype=float_dtypes.pop())

@@ -164,7 +164,7 @@ def _read_image_tree(folder: Path, size: int) -> tuple[Tensor, Tensor, list[str]
     empty = [name for name, n in zip(tree.classes, counts) if n == 0]
     if empty:
         raise DataError(f"class folder(s) {', '.join(empty)} in {folder.resolve()} hold no images "
-                        f"(extensions read: {', '.join(IMG_EXTENSIONS)})")
+                        f"(extensions read: {', '.join(IMG_EXTENSIONS)}); add images to them or remove them")
     images = np.empty((len(tree.samples), size, size, 3), dtype=np.uint8)
     for i, (path, _) in enumerate(tree.samples):
         images[i] = _decode_image(path, size)
@@ -180,7 +180,7 @@ def _decode_image(path: str, size: int) -> np.ndarray:
             rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
         return np.asarray(rgb)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(f"cannot read image {path}: {e}") from e
+        raise DataError(f"cannot read image {path} ({e}); replace or delete that file") from e
 
 
 _SOURCES = {"digits": _digits, "cifar10": _cifar, "cifar100": _cifar, "imagefolder": _imagefolder}

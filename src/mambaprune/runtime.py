@@ -24,7 +24,8 @@ from .paths import RESUME_DIR
 REWIND_EPOCHS = 5  # pretrain keeps snapshots of epochs 0..5 for `prune.rewind: epoch`
 
 __all__ = ["REWIND_EPOCHS", "clear_resume", "seed_everything", "stage_main", "fingerprint", "resume_file",
-           "project_root", "bind_fit", "build_model", "accuracy_of", "model_summary", "stage_plots_dir"]
+           "project_root", "bind_fit", "build_model", "accuracy_of", "model_summary", "stage_plots_dir",
+           "check_fits_data", "check_same_arch"]
 
 
 def project_root() -> Path:
@@ -75,6 +76,33 @@ def stage_main(fn: Callable[[], None]) -> None:
     except known_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+_DATA_KEYS = ("img_size", "in_chans", "num_classes")
+_ARCH_KEYS = (*_DATA_KEYS, "patch_size", "embed_dim", "depth", "d_state", "d_conv", "bidirectional")
+
+
+def check_fits_data(model, path: Path, meta: dict) -> None:
+    """Refuse (CheckpointError) a checkpoint built for other images or classes than the prepared data/."""
+    from .checkpoint import CheckpointError
+
+    diff = [f"{k} {model.config[k]} vs data {meta[k]}" for k in _DATA_KEYS if model.config[k] != meta[k]]
+    if diff:
+        raise CheckpointError(f"{path} does not fit the prepared data ({', '.join(diff)}): it comes from a run on "
+                              f"other data. Re-run the pipeline from pretrain (`dvc repro`), or prepare the data it "
+                              f"was trained on (data.* in params.yaml)")
+
+
+def check_same_arch(model, path: Path, ref, ref_path: Path, widths: bool = False) -> None:
+    """Refuse (CheckpointError) a checkpoint that is not the same network as ``ref`` (pruned widths aside,
+    unless ``widths``): e.g. a round's input left over from a run with another model.* size."""
+    from .checkpoint import CheckpointError
+
+    keys = (*_ARCH_KEYS, "ssm_widths", "mlp_widths") if widths else _ARCH_KEYS
+    diff = [f"{k} {model.config[k]} vs {ref.config[k]}" for k in keys if model.config[k] != ref.config[k]]
+    if diff:
+        raise CheckpointError(f"{path} and {ref_path} are not the same architecture ({', '.join(diff)}): they come "
+                              f"from different runs. Re-run the pipeline from pretrain (`dvc repro`)")
 
 
 def stage_plots_dir(stage: str) -> Path:
