@@ -19,7 +19,7 @@ from mambaprune.counting import count_params
 from mambaprune.data import make_loaders, prepare_data
 from mambaprune.pruning.plan import compose_plans, plan_widths, slice_state
 from mambaprune.pruning.refill import weight_matrices
-from mambaprune.pruning.rounds import RoundContext, cumulative_plan, round_ratios, run_round
+from mambaprune.pruning.rounds import RoundContext, choose_units, cumulative_plan, round_ratios, run_round
 from mambaprune.pruning.schedule import kept_fraction, round_targets
 from mambaprune.runtime import accuracy_of
 from mambaprune.train import fit as train_fit
@@ -142,7 +142,8 @@ WIDTHS = dict(ssm_widths=[64, 40], mlp_widths=[128, 72])
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4])
 @pytest.mark.parametrize("method,scope", [("magnitude", "layerwise"), ("magnitude", "global"),
-                                          ("rsst", "layerwise"), ("rsst", "global"), ("refill", "global")])
+                                          ("rsst", "layerwise"), ("rsst", "global"), ("refill", "layerwise"),
+                                          ("refill", "global")])
 def test_kept_units_follow_schedule_every_round(n, method, scope):
     cfg = PruneCfg(method=method, scope=scope, target="both", ratio=0.5, mlp_ratio=0.75, round_to=1,
                    min_keep=1, importance="l1", rewind="none")
@@ -155,15 +156,18 @@ def test_kept_units_follow_schedule_every_round(n, method, scope):
             widths = model.config[KIND_WIDTHS[kind]]
             targets = round_targets(base[KIND_WIDTHS[kind]], final, r, n, 1, 1)
             total = sum(base[KIND_WIDTHS[kind]])
-            if method == "refill" or scope == "layerwise":  # per layer, exactly the schedule's width
+            if scope == "layerwise":  # per layer, exactly the schedule's width
                 assert widths == targets, (kind, r)
+            elif method == "refill":  # refill splits the schedule's total by its own per-layer counts
+                assert abs(sum(widths) - sum(targets)) <= len(widths) / 2, (kind, r)
+                continue
             else:  # one global count: round(f·Σ base); per-layer rounding of the schedule differs by < depth/2
                 f = kept_fraction(final, r, n)
                 assert sum(widths) == math.floor(f * total + 0.5 + 1e-9), (kind, r)
                 assert abs(sum(widths) - sum(targets)) <= len(widths) / 2
             if r == n:  # kept fraction after the last round: exactly 1 − ratio
                 assert sum(widths) == (1 - final) * total
-                if method == "refill" or scope == "layerwise":
+                if scope == "layerwise":
                     assert widths == [(1 - final) * w for w in base[KIND_WIDTHS[kind]]]
         # the chained rounds compose: the model is the dense one sliced by the cumulative plan (no training)
         total_plan = cumulative_plan(plans_so_far + [plan])
@@ -374,8 +378,8 @@ def test_random_importance_is_a_seeded_control_unlike_l1(pretrained, scope):
 @pytest.mark.parametrize("round_to", [1, 4])
 def test_refill_keeps_schedule_target_even_with_full_fillback(pretrained, fillback, criterion, round_to):
     dense = pretrained[0]
-    cfg = PruneCfg(method="refill", ratio=0.5, mlp_ratio=0.75, fillback_rate=fillback, refill_criterion=criterion,
-                   round_to=round_to, min_keep=round_to)
+    cfg = PruneCfg(method="refill", scope="layerwise", ratio=0.5, mlp_ratio=0.75, fillback_rate=fillback,
+                   refill_criterion=criterion, round_to=round_to, min_keep=round_to)
     base = dense.config
     seen = []
 
@@ -395,3 +399,22 @@ def test_refill_keeps_schedule_target_even_with_full_fillback(pretrained, fillba
 
     seen.append(copy.deepcopy(dense))
     _run_rounds(copy.deepcopy(dense), cfg, 3, on_round=check)
+
+
+def test_refill_global_splits_the_total_by_fillback():
+    """scope global: the schedule fixes the total, Refill's n_eq + (W − n_eq)·fillback sets the split."""
+    dense = _model(**WIDTHS)
+    with torch.no_grad():  # block 1's MLP weights are 10x larger: they survive magnitude pruning
+        dense.blocks[1].mlp.fc1.weight.mul_(10)
+        dense.blocks[1].mlp.fc2.weight.mul_(10)
+    splits = {}
+    for fb in (0.0, 1.0):
+        cfg = PruneCfg(method="refill", scope="global", target="mlp", ratio=0.5, fillback_rate=fb, round_to=1,
+                       min_keep=1)
+        ctx = RoundContext(cfg=cfg, round_index=1, num_rounds=1, base_config=dense.config, history=[],
+                           rewind_state=None)
+        plan, _ = choose_units(dense, ctx)
+        splits[fb] = [len(k) for k in plan["mlp"]]
+        assert abs(sum(splits[fb]) - 100) <= 1  # half of 128 + 72
+    assert splits[1.0] == [64, 36]  # fillback 1: every layer counts fully -> proportional to width
+    assert splits[0.0][1] > 36  # fillback 0: the layer holding the surviving weights keeps more units

@@ -5,8 +5,9 @@ retrain — and differ only where the issue says they do:
 
 - ``magnitude``: rank units by ``prune.importance``; cut; rewind; retrain ``prune.epochs``.
 - ``refill``: unstructured global magnitude pruning to the round's density decides WHICH units survive
-  (per layer, the ones with the most surviving weights); the schedule decides HOW MANY; cut; rewind;
-  retrain.
+  (per layer, the ones with the most surviving weights); the schedule decides HOW MANY — per layer with
+  ``scope: layerwise``; in total with ``scope: global``, where Refill's own per-layer counts
+  int(n_eq + (W − n_eq)·fillback_rate) set how the total is split across layers; cut; rewind; retrain.
 - ``rsst``: the units to remove are chosen first; the round trains at full width with a growing penalty
   on just those units' weight groups; then they are cut (their norms are logged: near zero) and
   ``prune.recover_epochs`` optionally retrain. RSST continues from the trained weights, so ``rewind``
@@ -30,7 +31,7 @@ from .plan import Plan, apply_plan, compose_plans, slice_state
 from .refill import refill_select
 from .rsst import RSSTRegularizer, group_norms
 from .schedule import kept_fraction, round_targets
-from .select import select_units
+from .select import round_width, select_units
 
 __all__ = ["RoundContext", "round_ratios", "choose_units", "run_round", "cumulative_plan"]
 
@@ -63,6 +64,16 @@ def _final_ratio(cfg: PruneCfg, kind: str) -> float:
     return cfg.ssm_ratio if kind == "ssm" else cfg.mlp_final_ratio
 
 
+def _refill_split(model, kind: str, density: float, cfg: PruneCfg, total: int) -> list[int]:
+    """Global scope: Refill's own per-layer counts int(n_eq + (W − n_eq)·fillback_rate), scaled so the
+    layers together keep the schedule's ``total`` — the schedule says how many, Refill says where."""
+    _, natural = refill_select(model, kind, density, cfg.fillback_rate, cfg.refill_criterion, None, 1, 1)
+    counts = [layer["n_keep"] for layer in natural["layers"]]
+    widths = [layer["units"] for layer in natural["layers"]]
+    scale = total / max(1, sum(counts))
+    return [round_width(c * scale, w, cfg.min_keep, cfg.round_to) for c, w in zip(counts, widths)]
+
+
 def choose_units(model, ctx: RoundContext) -> tuple[Plan, dict]:
     """The plan for this round, computed on ``model``'s (trained) weights, and the selection info."""
     cfg, config = ctx.cfg, model.config
@@ -79,6 +90,8 @@ def choose_units(model, ctx: RoundContext) -> tuple[Plan, dict]:
                                     cfg.min_keep, cfg.round_to)
             previous = kept_fraction(_final_ratio(cfg, kind), ctx.round_index - 1, ctx.num_rounds)
             density = (1.0 - ratio) / previous  # of the weights still present
+            if cfg.scope == "global":
+                targets = _refill_split(model, kind, density, cfg, sum(targets))
             keep, kinfo = refill_select(model, kind, density, cfg.fillback_rate, cfg.refill_criterion,
                                         targets, cfg.min_keep, cfg.round_to)
         else:
