@@ -1,4 +1,7 @@
-"""Stage `finetune`: train the last round's model `finetune.epochs` more → models/finetuned.pt."""
+"""Stage `finetune`: train the last round's model `finetune.epochs` more → models/finetuned.pt.
+
+Data-parallel with `torchrun --nproc_per_node N stages/finetune.py` or `MAMBAPRUNE_NPROC=N`; rank 0 writes.
+"""
 
 import time
 
@@ -6,6 +9,7 @@ from mambaprune import paths
 from mambaprune.checkpoint import load_checkpoint, save_checkpoint
 from mambaprune.config import load_params
 from mambaprune.data import load_meta, make_loaders
+from mambaprune.distributed import is_main
 from mambaprune.plots import write_json
 from mambaprune.runtime import (
     accuracy_of,
@@ -13,28 +17,31 @@ from mambaprune.runtime import (
     check_fits_data,
     clear_resume,
     fingerprint,
+    init_stage,
     model_summary,
     seed_everything,
     stage_main,
+    tracked_run,
 )
-from mambaprune.tracking import stage_run
-from mambaprune.train import resolve_device
 
 
 def main() -> None:
     params = load_params()
     start = time.time()
     seed_everything(params.seed + 1000)
-    device = resolve_device(params.train.device)
+    rank, world_size, device = init_stage(params.train)
     source = paths.checkpoint(params.prune.last)
     model, extra = load_checkpoint(source, return_extra=True)
     check_fits_data(model, source, load_meta(paths.DATA_DIR))
     model = model.to(device)
-    train, val, test, _ = make_loaders(paths.DATA_DIR, params.train, params.seed, device, params.evaluate.batch_size)
+    train, val, test, _ = make_loaders(paths.DATA_DIR, params.train, params.seed, device, params.evaluate.batch_size,
+                                       rank=rank, world_size=world_size)
     key = fingerprint("finetune", params.seed, params.train, params.finetune, files=(source,))
-    with stage_run("finetune", {"finetune": params.finetune.__dict__, "last_round": params.prune.last}) as run:
+    with tracked_run("finetune", {"finetune": params.finetune.__dict__, "last_round": params.prune.last}) as run:
         fit = bind_fit(params.train, "finetune", train, val, run, key, lr=params.train.lr * params.finetune.lr_scale)
         history = fit(model, params.finetune.epochs, tag="train")
+        if not is_main():
+            return
         acc = accuracy_of(model, val, test, device)
         save_checkpoint(model, paths.checkpoint("finetuned"), plans=list(extra.get("plans", [])))
         metrics = {**acc, **model_summary(model), "epochs": len(history), "wall_time_s": time.time() - start}
@@ -45,4 +52,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    stage_main(main)
+    stage_main(main, data_parallel=True)

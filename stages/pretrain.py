@@ -1,5 +1,8 @@
 """Stage `pretrain`: train the dense model → models/pretrained.pt, models/init.pt and early-epoch
-snapshots models/rewind/epoch<k>.pt (the states `prune.rewind` can return to)."""
+snapshots models/rewind/epoch<k>.pt (the states `prune.rewind` can return to).
+
+Data-parallel with `torchrun --nproc_per_node N stages/pretrain.py` or `MAMBAPRUNE_NPROC=N`; rank 0 writes.
+"""
 
 import shutil
 import time
@@ -8,6 +11,7 @@ from mambaprune import paths
 from mambaprune.checkpoint import save_checkpoint
 from mambaprune.config import load_params
 from mambaprune.data import make_loaders
+from mambaprune.distributed import is_main
 from mambaprune.plots import write_json
 from mambaprune.runtime import (
     REWIND_EPOCHS,
@@ -16,24 +20,25 @@ from mambaprune.runtime import (
     build_model,
     clear_resume,
     fingerprint,
+    init_stage,
     model_summary,
     resume_file,
     seed_everything,
     stage_main,
+    tracked_run,
 )
-from mambaprune.tracking import stage_run
-from mambaprune.train import resolve_device
 
 
 def main() -> None:
     params = load_params()
     start = time.time()
-    seed_everything(params.seed)
-    device = resolve_device(params.train.device)
+    seed_everything(params.seed)  # the same on every rank: the same initial weights
+    rank, world_size, device = init_stage(params.train)
     train, val, test, meta = make_loaders(paths.DATA_DIR, params.train, params.seed, device,
-                                          params.evaluate.batch_size)
+                                          params.evaluate.batch_size, rank=rank, world_size=world_size)
     model = build_model(params, meta).to(device)
-    save_checkpoint(model, paths.init_checkpoint())
+    if is_main():
+        save_checkpoint(model, paths.init_checkpoint())
     key = fingerprint("pretrain", params.seed, params.model, params.train, params.pretrain,
                       files=(paths.meta_file(), paths.split_file("train")))
     snapshots = resume_file("pretrain-snapshots").with_suffix("")  # survives a crash; DVC clears models/
@@ -44,9 +49,11 @@ def main() -> None:
 
     logged = {"model": params.model.__dict__, "train": params.train.__dict__, "pretrain": params.pretrain.__dict__,
               "seed": params.seed}
-    with stage_run("pretrain", logged) as run:
+    with tracked_run("pretrain", logged) as run:
         fit = bind_fit(params.train, "pretrain", train, val, run, key)
         history = fit(model, params.pretrain.epochs, tag="train", epoch_callback=snapshot)
+        if not is_main():
+            return
         acc = accuracy_of(model, val, test, device)
         save_checkpoint(model, paths.checkpoint("pretrained"), plans=[])
         paths.epoch_checkpoint(0).parent.mkdir(parents=True, exist_ok=True)
@@ -60,4 +67,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    stage_main(main)
+    stage_main(main, data_parallel=True)

@@ -1,6 +1,8 @@
 """Stage `prune@<round>`: one pruning round (`prune.method`) on the round's input checkpoint.
 
 Usage: python stages/prune.py <round>   (the round names and their inputs come from `prune.rounds`)
+Data-parallel with `torchrun --nproc_per_node N stages/prune.py <round>` or `MAMBAPRUNE_NPROC=N`: the units to
+cut are chosen on rank 0 and broadcast; rank 0 writes.
 """
 
 import math
@@ -11,6 +13,7 @@ from mambaprune import paths
 from mambaprune.checkpoint import load_checkpoint, save_checkpoint
 from mambaprune.config import ConfigError, load_params
 from mambaprune.data import load_meta, make_loaders
+from mambaprune.distributed import is_main
 from mambaprune.plots import write_json
 from mambaprune.pruning.rounds import RoundContext, run_round
 from mambaprune.runtime import (
@@ -19,14 +22,16 @@ from mambaprune.runtime import (
     bind_fit,
     check_fits_data,
     check_same_arch,
+    choice_on_rank0,
     clear_resume,
     fingerprint,
+    full_batches,
+    init_stage,
     model_summary,
     seed_everything,
     stage_main,
+    tracked_run,
 )
-from mambaprune.tracking import stage_run
-from mambaprune.train import resolve_device
 
 
 def rewind_source(params, pretrain_epochs: int):
@@ -71,7 +76,7 @@ def main() -> None:
         raise ConfigError(f"round {name!r} is not in prune.rounds ({', '.join(params.prune.rounds)})")
     start = time.time()
     seed_everything(params.seed + params.prune.round_index(name))
-    device = resolve_device(params.train.device)
+    rank, world_size, device = init_stage(params.train)
     source = paths.checkpoint(params.prune.rounds[name])
     model, extra = load_checkpoint(source, return_extra=True)
     dense_path = paths.checkpoint("pretrained")
@@ -85,19 +90,22 @@ def main() -> None:
         check_same_arch(rewind, rewind_path, dense, dense_path, widths=True)
         rewind_state = rewind.state_dict()
     model = model.to(device)
-    train, val, test, _ = make_loaders(paths.DATA_DIR, params.train, params.seed, device, params.evaluate.batch_size)
+    train, val, test, _ = make_loaders(paths.DATA_DIR, params.train, params.seed, device, params.evaluate.batch_size,
+                                       rank=rank, world_size=world_size)
     key = fingerprint(name, params.seed, params.train, params.prune.__dict__ | {"rounds": None, "last": None},
                       params.prune.round_index(name), params.prune.num_rounds, files=(source,))
     stage = f"prune@{name}"
     logged = {"prune": {k: v for k, v in params.prune.__dict__.items() if k not in ("rounds", "last")},
               "round": name, "round_index": params.prune.round_index(name), "num_rounds": params.prune.num_rounds}
-    with stage_run(stage, logged) as run:
+    with tracked_run(stage, logged) as run:
         ctx = RoundContext(cfg=params.prune, round_index=params.prune.round_index(name),
                            num_rounds=params.prune.num_rounds, base_config=dense.config,
                            history=list(extra.get("plans", [])), rewind_state=rewind_state,
-                           calib=train, seed=params.seed)
+                           calib=full_batches(train), seed=params.seed, wrap_choice=choice_on_rank0)
         fit = bind_fit(params.train, stage, train, val, run, key)
         model, plan, record = run_round(model, ctx, fit, lambda m: accuracy_of(m, val, test, device))
+        if not is_main():
+            return
         save_checkpoint(model, paths.checkpoint(name), plans=[*ctx.history, plan])
         summary = model_summary(model)
         metrics = {
@@ -126,4 +134,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    stage_main(main)
+    stage_main(main, data_parallel=True)

@@ -3,6 +3,10 @@
 Stage scripts stay thin: ``main()`` calls ``stage_main(fn)``, which turns the project's known errors
 (bad params, missing data, bad checkpoints, a diverging run) into one clear message and exit status 2,
 instead of a traceback.
+
+Data-parallel training stages (pretrain, prune, finetune) call ``stage_main(fn, data_parallel=True)`` and
+``init_stage``: under ``torchrun`` (or with ``MAMBAPRUNE_NPROC``) every rank runs the same script on its
+shard of each global batch; rank 0 alone writes outputs and tracks (``is_main``, ``tracked_run``).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import distributed
 from .config import ConfigError, Params
 from .paths import RESUME_DIR
 
@@ -25,7 +30,7 @@ REWIND_EPOCHS = 5  # pretrain keeps snapshots of epochs 0..5 for `prune.rewind: 
 
 __all__ = ["REWIND_EPOCHS", "clear_resume", "seed_everything", "stage_main", "fingerprint", "resume_file",
            "project_root", "bind_fit", "build_model", "accuracy_of", "model_summary", "stage_plots_dir",
-           "check_fits_data", "check_same_arch"]
+           "check_fits_data", "check_same_arch", "init_stage", "tracked_run", "full_batches", "choice_on_rank0"]
 
 
 def project_root() -> Path:
@@ -69,13 +74,62 @@ def known_errors() -> tuple[type[BaseException], ...]:
     return (ConfigError, DataError, CheckpointError, TrainingError, FileNotFoundError, ValueError)
 
 
-def stage_main(fn: Callable[[], None]) -> None:
-    """Run a stage; known errors become one line on stderr and exit status 2."""
+def stage_main(fn: Callable[[], None], *, data_parallel: bool = False) -> None:
+    """Run a stage; known errors become one line on stderr and exit status 2.
+
+    ``data_parallel``: with ``MAMBAPRUNE_NPROC`` > 1 the stage first re-execs itself under torchrun; under DDP
+    every rank waits at a barrier for rank 0's writes before it leaves the process group. After an error
+    there is no barrier: the rank exits and torchrun stops the others.
+    """
+    if data_parallel:
+        distributed.relaunch_under_torchrun()
     try:
         fn()
     except known_errors() as e:
-        print(f"error: {e}", file=sys.stderr)
+        rank = "" if distributed.is_main() else f"[rank {torch.distributed.get_rank()}] "
+        print(f"{rank}error: {e}", file=sys.stderr)
         sys.exit(2)
+    distributed.barrier()
+    distributed.cleanup()
+
+
+def init_stage(train_cfg) -> tuple[int, int, torch.device]:
+    """(rank, world_size, device) of this process: joins the DDP process group under torchrun; the device
+    is ``cuda:LOCAL_RANK`` there when training on CUDA, else as ``train.device`` resolves."""
+    from .train import resolve_device
+
+    rank, world_size, _ = distributed.init_from_env(train_cfg.device)
+    return rank, world_size, resolve_device(train_cfg.device)  # init_from_env made cuda:LOCAL_RANK current
+
+
+def tracked_run(stage: str, params=None):
+    """``tracking.stage_run`` on rank 0; a no-op run (``NullRun``) on every other rank."""
+    from contextlib import nullcontext
+
+    from .tracking import NullRun, stage_run
+
+    return stage_run(stage, params) if distributed.is_main() else nullcontext(NullRun())
+
+
+def full_batches(loader):
+    """The same global batches as a (possibly rank-sharded) train ``BatchLoader``, unsharded: what taylor
+    calibration should see, so the pruning plan does not depend on the number of processes."""
+    if getattr(loader, "world_size", 1) == 1:
+        return loader
+    from .data import BatchLoader
+
+    full = BatchLoader(loader.images, loader.labels, loader.batch_size, shuffle=loader.shuffle, seed=loader.seed,
+                       device=loader.device, crop_padding=loader.crop_padding, hflip=loader.hflip,
+                       drop_last=loader.drop_last)
+    full.set_epoch(loader.epoch)
+    return full
+
+
+def choice_on_rank0(choose):
+    """A pruning round's unit choice computed on rank 0 alone and broadcast: every rank cuts exactly the same
+    units even where its floats differ in the last bit (e.g. taylor gradients from non-deterministic CUDA
+    kernels). The identity in a single process."""
+    return distributed.on_rank0(choose) if distributed.is_distributed() else choose
 
 
 _DATA_KEYS = ("img_size", "in_chans", "num_classes")

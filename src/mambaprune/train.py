@@ -27,11 +27,11 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from . import distributed
 from .config import TrainCfg
 
 __all__ = ["TrainingError", "resolve_device", "build_optimizer", "lr_at", "evaluate", "fit"]
@@ -119,12 +119,9 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device) -> dict[s
     return dict(loss=loss_sum / n, acc=correct / n)
 
 
-def _is_rank0() -> bool:
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
 def _progress_disabled() -> bool:
-    return os.environ.get("MAMBAPRUNE_NO_PROGRESS") == "1" or not sys.stderr.isatty()
+    return (os.environ.get("MAMBAPRUNE_NO_PROGRESS") == "1" or not sys.stderr.isatty()
+            or not distributed.is_main())
 
 
 def _write_csv(path: Path, history: list[dict]) -> None:
@@ -199,6 +196,14 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: TrainCfg, epochs: int, 
     record goes to hooks' ``on_epoch_end``, the history, ``metrics_csv``, ``log_fn`` and
     ``epoch_callback(epoch, model)``; last, the resume checkpoint commits the epoch. On resume the
     restored records are passed to ``log_fn`` again so a fresh tracking run shows the whole curve.
+
+    Under DDP (a process group is initialised, see ``distributed``): ``train_loader`` must be this rank's
+    shard (``make_loaders(..., rank=, world_size=)``; ``cfg.batch_size`` stays the global batch), the model
+    is wrapped in ``DistributedDataParallel``, the loss checked and the epoch's train loss/accuracy reported
+    are the means over all ranks, every rank runs validation on the whole split, and rank 0 alone writes the
+    CSV and the resume checkpoint and calls ``log_fn`` and ``epoch_callback``; on resume rank 0 reads the
+    checkpoint and broadcasts it, so every rank continues from the same state. Hooks run on every rank on
+    the unwrapped model; ``after_backward`` sees the already averaged (identical) gradients.
     """
     if epochs == 0:
         return []
@@ -210,12 +215,17 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: TrainCfg, epochs: int, 
     total_steps = epochs * steps_per_epoch
     warmup_steps = min(total_steps, round(cfg.warmup_epochs * steps_per_epoch))
     optimizer = build_optimizer(model, cfg, base_lr)
-    rank0 = _is_rank0()
+    rank0, ddp = distributed.is_main(), distributed.is_distributed()
+    if ddp and getattr(train_loader, "world_size", None) not in (None, torch.distributed.get_world_size()):
+        raise TrainingError(f"{desc}: the train loader is sharded for world_size {train_loader.world_size} but "
+                            f"{torch.distributed.get_world_size()} processes train; build it with "
+                            "make_loaders(..., rank=, world_size=)")
 
     # ---- resume: continue after the last committed epoch of this very run
     history: list[dict] = []
     start_epoch = 1
-    state = _load_resume(resume_path, resume_key, model, epochs, steps_per_epoch, desc)
+    state = _load_resume(resume_path, resume_key, model, epochs, steps_per_epoch, desc) if rank0 else None
+    state = distributed.broadcast_object(state)  # rank 0 decides; every rank resumes from the same state
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -232,9 +242,9 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: TrainCfg, epochs: int, 
 
     # ---- the module that runs the steps: compiled (CUDA only) and/or DDP-wrapped
     net = model
-    if dist.is_available() and dist.is_initialized():
+    if ddp:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                                  else None)
+                                                  else None, find_unused_parameters=False)
     if cfg.compile and device.type == "cuda":
         net = torch.compile(net)
 
@@ -264,7 +274,9 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: TrainCfg, epochs: int, 
             for term in _call_hooks(hooks, "loss_term", model, progress):
                 if term is not None:
                     loss = loss + term
-            loss_value = loss.item()
+            # under DDP the mean over ranks: every rank takes the same branch (a lone raise would deadlock)
+            loss_value = (distributed.all_sum(loss.detach().clone()).item() / torch.distributed.get_world_size()
+                          if ddp else loss.item())
             if not math.isfinite(loss_value):
                 bar.close()
                 raise _failure(desc, f"non-finite loss ({loss_value}) at epoch {epoch}, step {i + 1}/"
@@ -299,10 +311,13 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: TrainCfg, epochs: int, 
             raise _failure(desc, f"non-finite weights after epoch {epoch} ({bad[0]}, ...)", cfg, base_lr,
                            resume_path, history)
 
-        # ---- validate, record, report
+        # ---- validate, record, report (train loss/accuracy over all ranks' samples)
         val = evaluate(model, val_loader, device)
+        loss_total, correct_total, seen = distributed.all_sum(torch.stack([
+            loss_sum.double(), correct.double(), torch.tensor(float(seen), dtype=torch.float64, device=device)
+        ])).tolist()
         seen = max(seen, 1)
-        record = dict(epoch=epoch, train_loss=loss_sum.item() / seen, train_acc=correct.item() / seen,
+        record = dict(epoch=epoch, train_loss=loss_total / seen, train_acc=correct_total / seen,
                       val_loss=val["loss"], val_acc=val["acc"], lr=lr_now,
                       epoch_time_s=time.perf_counter() - t0, img_per_s=seen / train_time)
         _call_hooks(hooks, "on_epoch_end", epoch, record)

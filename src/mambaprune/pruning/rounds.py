@@ -49,6 +49,8 @@ class RoundContext:
     rewind_state: Mapping[str, torch.Tensor] | None  # dense state to rewind to (init or an early epoch)
     calib: Iterable | None = None  # batches for taylor importance
     seed: int = 0
+    # wraps the unit choice, e.g. to compute it on rank 0 and broadcast it under DDP (identity by default)
+    wrap_choice: Callable[[Callable], Callable] | None = None
 
 
 def round_ratios(cfg: PruneCfg, round_index: int, num_rounds: int) -> dict[str, float]:
@@ -143,7 +145,8 @@ def run_round(model, ctx: RoundContext, fit: FitFn, evaluate: EvalFn) -> tuple[t
     record: dict = {"method": cfg.method, "round_index": ctx.round_index, "num_rounds": ctx.num_rounds,
                     "target_ratios": round_ratios(cfg, ctx.round_index, ctx.num_rounds)}
     record["before"] = evaluate(model)
-    plan, info = choose_units(model, ctx)
+    choose = ctx.wrap_choice(choose_units) if ctx.wrap_choice else choose_units
+    plan, info = choose(model, ctx)
     record["selection"] = info
     removed = _removed(plan, model.config)
 
