@@ -98,9 +98,10 @@ def _autocast(device: torch.device):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, device: torch.device) -> dict[str, float]:
+def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str) -> dict[str, float]:
     """Mean cross-entropy and accuracy over ``loader``, on this process only: under DDP every rank gets the
     whole val/test split (see ``data.make_loaders``), so no collective is needed and rank 0 alone may call it."""
+    device = torch.device(device)
     was_training = model.training
     model.eval()
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
