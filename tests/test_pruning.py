@@ -8,6 +8,7 @@ only where the reference counts need it.
 import pytest
 import torch
 import torch.nn.functional as F
+from masking import masked_forward
 
 import mambaprune
 from mambaprune import VisionMamba, count_flops, count_params, prune_model
@@ -42,39 +43,6 @@ def small_model(depth=2, dim=16, ssm=None, mlp=None, bidirectional=False, d_stat
 
 def images(n=3, img=8, seed=1, dtype=torch.float64):
     return torch.rand(n, 3, img, img, generator=torch.Generator().manual_seed(seed), dtype=dtype)
-
-
-def masked_forward(model, plan, x):
-    """Dense forward with the removed units' activations forced to zero (SSM: every direction's conv1d
-    output channel; MLP: the GELU output neuron)."""
-    hooks = []
-
-    def zero(idx, dim):
-        def hook(module, inputs, out):
-            out = out.clone()
-            out.index_fill_(dim, idx, 0.0)
-            return out
-        return hook
-
-    try:
-        for kind, entries in plan.items():
-            for i, keep in enumerate(entries or []):
-                if keep is None:
-                    continue
-                blk = model.blocks[i]
-                width = blk.mixer.d_inner if kind == "ssm" else blk.mlp.fc1.out_features
-                removed = torch.tensor(sorted(set(range(width)) - set(keep)), dtype=torch.long)
-                if len(removed) == 0:
-                    continue
-                if kind == "ssm":  # conv1d output: (b, d_inner, l + pad)
-                    hooks += [s.conv1d.register_forward_hook(zero(removed, 1)) for s in blk.mixer.ssm]
-                else:  # act output: (b, l, hidden)
-                    hooks.append(blk.mlp.act.register_forward_hook(zero(removed, 2)))
-        with torch.no_grad():
-            return model(x)
-    finally:
-        for h in hooks:
-            h.remove()
 
 
 def run(model, x):

@@ -4,35 +4,10 @@ that computes exactly what the dense model computes with the removed units zeroe
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from masking import masked_forward
 
 from mambaprune import VisionMamba
 from mambaprune.pruning import SCOPES, TARGETS, prune_model, ratios_for_target, score_units
-
-
-def masked_forward(model, plan, x):
-    """Dense forward with removed SSM channels (every direction's conv1d output) and MLP neurons zeroed."""
-    hooks = []
-
-    def zero(idx, dim):
-        return lambda module, inputs, out: out.index_fill(dim, idx, 0.0)
-
-    try:
-        for kind, entries in plan.items():
-            for i, keep in enumerate(entries or []):
-                if keep is None:
-                    continue
-                blk = model.blocks[i]
-                width = blk.mixer.d_inner if kind == "ssm" else blk.mlp.fc1.out_features
-                removed = torch.tensor(sorted(set(range(width)) - set(keep)), dtype=torch.long)
-                if len(removed) == 0:
-                    continue
-                mods = [s.conv1d for s in blk.mixer.ssm] if kind == "ssm" else [blk.mlp.act]
-                hooks += [m.register_forward_hook(zero(removed, 1 if kind == "ssm" else 2)) for m in mods]
-        with torch.no_grad():
-            return model(x)
-    finally:
-        for h in hooks:
-            h.remove()
 
 
 @st.composite
