@@ -5,9 +5,10 @@ import time
 from mambaprune import paths
 from mambaprune.checkpoint import load_checkpoint
 from mambaprune.config import load_params
+from mambaprune.counting import size_summary
 from mambaprune.data import load_meta, make_loaders
 from mambaprune.plots import write_json
-from mambaprune.runtime import accuracy_of, check_fits_data, check_same_arch, model_summary, stage_main
+from mambaprune.runtime import accuracy_of, check_fits_data, check_same_arch, stage_main
 from mambaprune.speed import compare_throughput
 from mambaprune.tracking import stage_run
 from mambaprune.train import resolve_device
@@ -25,7 +26,7 @@ def main() -> None:
     final, dense = final.to(device), dense.to(device)
     _, val, test, _ = make_loaders(paths.DATA_DIR, params.train, params.seed, device, params.evaluate.batch_size)
     with stage_run("evaluate", {"evaluate": params.evaluate.__dict__}) as run:
-        final_sum, dense_sum = model_summary(final), model_summary(dense)
+        final_sum, dense_sum = size_summary(final), size_summary(dense)
         acc, dense_acc = accuracy_of(final, val, test, device), accuracy_of(dense, val, test, device)
         speed = compare_throughput({"dense": dense, "pruned": final}, params.evaluate.throughput_batch,
                                    params.evaluate.throughput_iters, device)

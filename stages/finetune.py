@@ -8,6 +8,7 @@ import time
 from mambaprune import paths
 from mambaprune.checkpoint import load_checkpoint, save_checkpoint
 from mambaprune.config import load_params
+from mambaprune.counting import size_summary
 from mambaprune.data import load_meta, make_loaders
 from mambaprune.distributed import is_main
 from mambaprune.plots import write_json
@@ -18,7 +19,6 @@ from mambaprune.runtime import (
     clear_resume,
     fingerprint,
     init_stage,
-    model_summary,
     seed_everything,
     stage_main,
     tracked_run,
@@ -44,7 +44,7 @@ def main() -> None:
             return
         acc = accuracy_of(model, val, test, device)
         save_checkpoint(model, paths.checkpoint("finetuned"), plans=list(extra.get("plans", [])))
-        metrics = {**acc, **model_summary(model), "epochs": len(history), "wall_time_s": time.time() - start}
+        metrics = {**acc, **size_summary(model), "epochs": len(history), "wall_time_s": time.time() - start}
         run.log_metrics({k: v for k, v in metrics.items() if not isinstance(v, list)})
         write_json(paths.metrics_file("finetune"), metrics)
     clear_resume("finetune")

@@ -10,6 +10,7 @@ import time
 from mambaprune import paths
 from mambaprune.checkpoint import save_checkpoint
 from mambaprune.config import load_params
+from mambaprune.counting import size_summary
 from mambaprune.data import make_loaders
 from mambaprune.distributed import is_main
 from mambaprune.plots import write_json
@@ -21,8 +22,6 @@ from mambaprune.runtime import (
     clear_resume,
     fingerprint,
     init_stage,
-    model_summary,
-    resume_file,
     seed_everything,
     stage_main,
     tracked_run,
@@ -41,7 +40,7 @@ def main() -> None:
         save_checkpoint(model, paths.init_checkpoint())
     key = fingerprint("pretrain", params.seed, params.model, params.train, params.pretrain,
                       files=(paths.meta_file(), paths.split_file("train")))
-    snapshots = resume_file("pretrain-snapshots").with_suffix("")  # survives a crash; DVC clears models/
+    snapshots = paths.snapshot_dir("pretrain")  # survives a crash; DVC clears models/ before a rerun
 
     def snapshot(epoch, model):
         if epoch <= REWIND_EPOCHS:
@@ -59,7 +58,7 @@ def main() -> None:
         paths.epoch_checkpoint(0).parent.mkdir(parents=True, exist_ok=True)
         for f in sorted(snapshots.glob("epoch*.pt")):
             shutil.copy2(f, paths.epoch_checkpoint(int(f.stem[5:])))
-        metrics = {**acc, **model_summary(model), "epochs": len(history), "wall_time_s": time.time() - start}
+        metrics = {**acc, **size_summary(model), "epochs": len(history), "wall_time_s": time.time() - start}
         run.log_metrics({k: v for k, v in metrics.items() if not isinstance(v, list)})
         write_json(paths.metrics_file("pretrain"), metrics)
     clear_resume("pretrain")

@@ -12,6 +12,7 @@ import time
 from mambaprune import paths
 from mambaprune.checkpoint import load_checkpoint, save_checkpoint
 from mambaprune.config import ConfigError, load_params
+from mambaprune.counting import count_params
 from mambaprune.data import load_meta, make_loaders
 from mambaprune.distributed import is_main
 from mambaprune.plots import write_json
@@ -27,7 +28,6 @@ from mambaprune.runtime import (
     fingerprint,
     full_batches,
     init_stage,
-    model_summary,
     seed_everything,
     stage_main,
     tracked_run,
@@ -107,11 +107,11 @@ def main() -> None:
         if not is_main():
             return
         save_checkpoint(model, paths.checkpoint(name), plans=[*ctx.history, plan])
-        summary = model_summary(model)
         metrics = {
             "round": name, **{f"{k}_{phase}": record[phase][k] for phase in ("before", "after_cut", "after")
                               for k in ("val_acc", "test_acc")},
-            **summary, "sparsity": 1.0 - summary["params"] / model_summary(dense)["params"],
+            **{k: record[k] for k in ("params", "flops", "ssm_widths", "mlp_widths")},
+            "sparsity": 1.0 - record["params"] / count_params(dense),
             "norms_at_cut": record["norms_at_cut"], "target_ratios": record["target_ratios"],
             "selection_warnings": min_keep_warnings(params.prune, record, dense.config, model.config),
             "wall_time_s": time.time() - start,
@@ -129,7 +129,7 @@ def main() -> None:
         for w in metrics["selection_warnings"]:
             print(f"warning: {w}", file=sys.stderr)
     clear_resume(stage)
-    print(f"{stage}: params {summary['params']:,}  val {metrics['val_acc_after']:.4f}  "
+    print(f"{stage}: params {metrics['params']:,}  val {metrics['val_acc_after']:.4f}  "
           f"test {metrics['test_acc_after']:.4f}")
 
 

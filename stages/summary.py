@@ -7,7 +7,7 @@ from pathlib import Path
 from mambaprune import paths
 from mambaprune.config import load_params
 from mambaprune.plots import plot_rounds, plot_widths, png_line_plot, read_csv, write_csv
-from mambaprune.runtime import project_root, stage_main, stage_plots_dir
+from mambaprune.runtime import project_root, stage_main
 from mambaprune.tracking import summarize
 
 OUT = paths.PLOTS_DIR / "summary"
@@ -35,7 +35,7 @@ def main() -> None:
 
     epochs, step = [], 0
     for stage in stages:
-        for csv in sorted(stage_plots_dir(stage).glob("*_epochs.csv")):
+        for csv in sorted(paths.stage_plots_dir(stage).glob("*_epochs.csv")):
             for row in read_csv(csv):
                 step += 1
                 epochs.append({"step": step, "stage": stage, "phase": csv.stem.removesuffix("_epochs"),

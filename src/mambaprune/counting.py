@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 import torch.nn as nn
 
-__all__ = ["count_params", "count_flops", "flops_breakdown", "layer_table"]
+__all__ = ["count_params", "count_flops", "flops_breakdown", "size_summary", "layer_table"]
 
 
 def count_params(model: nn.Module) -> int:
@@ -51,6 +51,12 @@ def flops_breakdown(model, img_size: int | None = None) -> dict[str, int]:
 def count_flops(model, img_size: int | None = None) -> int:
     """Forward FLOPs per image (2·MACs convention, scan included; see the module docstring)."""
     return sum(flops_breakdown(model, img_size).values())
+
+
+def size_summary(model) -> dict:
+    """What every stage reports about a model's size: params, forward FLOPs per image, per-block widths."""
+    return {"params": count_params(model), "flops": count_flops(model),
+            "ssm_widths": list(model.config["ssm_widths"]), "mlp_widths": list(model.config["mlp_widths"])}
 
 
 def layer_table(model, reference_config: Mapping | None = None) -> list[dict]:

@@ -11,6 +11,11 @@ PLOTS_DIR = Path("plots")
 RESUME_DIR = Path(".cache/resume")  # per-stage resume checkpoints; outside DVC outs, which DVC deletes
 
 
+def stage_slug(stage: str) -> str:
+    """A file-name-safe stage name: ``prune@r2`` -> ``prune_r2``."""
+    return stage.replace("@", "_")
+
+
 def split_file(split: str, root: Path = DATA_DIR) -> Path:
     return root / f"{split}.pt"
 
@@ -35,8 +40,23 @@ def epoch_checkpoint(epoch: int, root: Path = MODELS_DIR) -> Path:
 
 
 def metrics_file(stage: str, root: Path = METRICS_DIR) -> Path:
-    return root / f"{stage.replace('@', '_')}.json"
+    return root / f"{stage_slug(stage)}.json"
 
 
 def plot_file(name: str, root: Path = PLOTS_DIR) -> Path:
     return root / name
+
+
+def stage_plots_dir(stage: str, root: Path = PLOTS_DIR) -> Path:
+    """plots/<stage>/: the per-epoch CSVs of one stage (a DVC out of that stage)."""
+    return root / stage_slug(stage)
+
+
+def resume_file(name: str, root: Path = RESUME_DIR) -> Path:
+    """A training run's resume checkpoint (``<stage>-<tag>``), kept until its stage finishes."""
+    return root / f"{stage_slug(name)}.pt"
+
+
+def snapshot_dir(stage: str, root: Path = RESUME_DIR) -> Path:
+    """Per-epoch snapshots a stage keeps while it runs (DVC clears the stage's outs before a rerun)."""
+    return root / f"{stage_slug(stage)}-snapshots"

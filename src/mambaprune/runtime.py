@@ -24,12 +24,12 @@ import torch
 
 from . import distributed
 from .config import ConfigError, Params
-from .paths import RESUME_DIR
+from .paths import RESUME_DIR, resume_file, stage_plots_dir, stage_slug
 
 REWIND_EPOCHS = 5  # pretrain keeps snapshots of epochs 0..5 for `prune.rewind: epoch`
 
-__all__ = ["REWIND_EPOCHS", "clear_resume", "seed_everything", "stage_main", "fingerprint", "resume_file",
-           "project_root", "bind_fit", "build_model", "accuracy_of", "model_summary", "stage_plots_dir",
+__all__ = ["REWIND_EPOCHS", "clear_resume", "seed_everything", "stage_main", "fingerprint",
+           "project_root", "bind_fit", "build_model", "accuracy_of",
            "check_fits_data", "check_same_arch", "init_stage", "tracked_run", "full_batches", "choice_on_rank0"]
 
 
@@ -54,15 +54,11 @@ def fingerprint(*parts: object, files: tuple[Path, ...] = ()) -> str:
     return h.hexdigest()[:16]
 
 
-def resume_file(stage: str) -> Path:
-    return RESUME_DIR / f"{stage.replace('@', '_')}.pt"
-
-
 def clear_resume(stage: str) -> None:
     """Delete a finished stage's resume files (checkpoints and snapshots): the stage's outputs now exist."""
     import shutil
 
-    for f in RESUME_DIR.glob(f"{stage.replace('@', '_')}-*"):
+    for f in RESUME_DIR.glob(f"{stage_slug(stage)}-*"):
         shutil.rmtree(f) if f.is_dir() else f.unlink(missing_ok=True)
 
 
@@ -159,13 +155,6 @@ def check_same_arch(model, path: Path, ref, ref_path: Path, widths: bool = False
                               f"from different runs. Re-run the pipeline from pretrain (`dvc repro`)")
 
 
-def stage_plots_dir(stage: str) -> Path:
-    """plots/<stage>/: the per-epoch CSVs of one stage (a DVC out of that stage)."""
-    from .paths import PLOTS_DIR
-
-    return PLOTS_DIR / stage.replace("@", "_")
-
-
 def bind_fit(train_cfg, stage: str, train_loader, val_loader, run, key: str, lr: float | None = None):
     """``fit(model, epochs, hooks=(), tag="")`` with this stage's resume file, CSV and tracking bound.
 
@@ -202,9 +191,3 @@ def accuracy_of(model, val_loader, test_loader, device) -> dict[str, float]:
     val, test = evaluate(model, val_loader, device), evaluate(model, test_loader, device)
     return {"val_acc": val["acc"], "val_loss": val["loss"], "test_acc": test["acc"], "test_loss": test["loss"]}
 
-
-def model_summary(model) -> dict:
-    from .counting import count_flops, count_params
-
-    return {"params": count_params(model), "flops": count_flops(model),
-            "ssm_widths": list(model.config["ssm_widths"]), "mlp_widths": list(model.config["mlp_widths"])}

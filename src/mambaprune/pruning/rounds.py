@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from ..config import PruneCfg
-from ..counting import count_flops, count_params
+from ..counting import size_summary
 from .importance import accumulate_grads, score_units
 from .plan import Plan, apply_plan, compose_plans, slice_state
 from .refill import refill_select
@@ -174,8 +174,5 @@ def run_round(model, ctx: RoundContext, fit: FitFn, evaluate: EvalFn) -> tuple[t
         record["train_history"] = fit(model, cfg.epochs, hooks=(), tag="retrain")
 
     record["after"] = evaluate(model)
-    record["params"] = count_params(model)
-    record["flops"] = count_flops(model)
-    record["ssm_widths"] = list(model.config["ssm_widths"])
-    record["mlp_widths"] = list(model.config["mlp_widths"])
+    record.update(size_summary(model))
     return model, plan, record
