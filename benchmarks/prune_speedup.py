@@ -1,10 +1,11 @@
 """Inference speed of 70 % SSM + 70 % MLP pruned mamba_small vs dense, against the FLOP ratio.
 
-    python benchmarks/prune_speedup.py [--ratio 0.7] [--scope global]
+    python benchmarks/prune_speedup.py [--ratio 0.7] [--scope global] [--compile]
 
 Measured side by side (interleaved rounds) in one run: bf16 batch 1024 throughput and batch-1 latency on
-CUDA; fp32 at a small batch on CPU. The FLOP ratio comes from ``count_flops``; "of ideal" = speedup /
-FLOP ratio (the reference's pruned model reached 2.83x for a 3.93x FLOP cut, 0.72 of ideal).
+CUDA (``--compile`` adds a torch.compile'd batch-1024 row); fp32 at a small batch on CPU. The FLOP ratio comes
+from ``count_flops``; "of ideal" = speedup / FLOP ratio (the reference's pruned model reached 2.83x for a 3.93x
+FLOP cut, 0.72 of ideal).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ def main() -> None:
     ap.add_argument("--ratio", type=float, default=0.7)
     ap.add_argument("--scope", default="global")
     ap.add_argument("--cpu-batch", type=int, default=16)
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile'd models (CUDA, batch 1024)")
     args = ap.parse_args()
     torch.manual_seed(0)
     dense = create_model("mamba_small").eval()
@@ -32,12 +34,17 @@ def main() -> None:
     print(f"params {p_dense:,} -> {p_pruned:,} ({1 - p_pruned / p_dense:.1%} fewer); "
           f"FLOPs {count_flops(dense) / 1e9:.3f} -> {count_flops(pruned) / 1e9:.3f} G ({flop_ratio:.2f}x)")
     print(f"pruned widths: ssm {pruned.ssm_widths}\n               mlp {pruned.mlp_widths}")
-    settings = [("cpu", args.cpu_batch, 5)]
+    settings = [("cpu", args.cpu_batch, 5, False)]
     if torch.cuda.is_available():
-        settings = [("cuda", 1024, 20), ("cuda", 1, 50)] + settings
-    for dev, batch, iters in settings:
+        settings = [("cuda", 1024, 20, False), ("cuda", 1, 50, False)] + settings
+        if args.compile:
+            settings.insert(1, ("cuda", 1024, 20, True))
+    for dev, batch, iters, compiled in settings:
         device = torch.device(dev)
         models = {"dense": dense.to(device), "pruned": pruned.to(device)}
+        if compiled:
+            models = {name: torch.compile(m) for name, m in models.items()}
+            dev = "cuda compiled"
         rates = compare_throughput(models, batch, iters, device)
         speedup = rates["pruned"] / rates["dense"]
         unit = "img/s" if batch > 1 else "img/s (batch 1: 1/latency)"

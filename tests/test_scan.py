@@ -101,13 +101,24 @@ for name, case, dtype, tol, chunk in [
         out[name] = "ok"
     except AssertionError as e:
         out[name] = str(e)
+# the custom-op registration torch.compile relies on: schema, fake (meta) shapes, autograd, AOT dispatch
+scan_triton.CHUNK = 8
+for name, z_bias in [("opcheck_z_bias", True), ("opcheck_plain", False)]:
+    inp = T.make_inputs(2, 9, 8, 4, z=z_bias, bias=z_bias)
+    args = [inp[k].float().requires_grad_() if inp[k] is not None else None for k in T.NAMES]
+    try:
+        torch.library.opcheck(scan_triton._fwd_op, args)
+        out[name] = "ok"
+    except Exception as e:
+        out[name] = repr(e)[:2000]
 print("RESULT" + json.dumps(out))
 """
 
 
 def test_triton_interpreter_matches_reference():
     """The Triton kernels run on CPU tensors under TRITON_INTERPRET=1, in a subprocess (the variable must be
-    set before triton is imported). d=40 exercises a partial channel block, l=65 and l=21 partial chunks."""
+    set before triton is imported). d=40 exercises a partial channel block, l=65 and l=21 partial chunks;
+    ``opcheck`` tests the torch.library registration that torch.compile uses."""
     pytest.importorskip("triton")
     env = {**os.environ, "TRITON_INTERPRET": "1", "CUDA_VISIBLE_DEVICES": ""}
     script = _TRITON_SCRIPT.format(tests_dir=os.path.dirname(os.path.abspath(__file__)))

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import mambaprune
+from mambaprune import train as train_module
 from mambaprune.config import DataCfg, TrainCfg
 from mambaprune.data import BatchLoader, load_split, make_loaders, prepare_data
 from mambaprune.train import TrainingError, build_optimizer, fit, lr_at
@@ -245,7 +246,9 @@ def test_corrupt_resume_file_is_ignored_with_a_note(digits, tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------- failures
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(digits, tmp_path):
+@pytest.mark.parametrize("check_every", [1, 4])  # 4: the deferred check used on CUDA must still name step 3
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(digits, tmp_path, monkeypatch, check_every):
+    monkeypatch.setattr(train_module, "CPU_CHECK_EVERY", check_every)
     make, train, val, cfg = _tiny_setup(digits)
     ckpt = tmp_path / "r.pt"
     total = 2 * len(train)
@@ -261,7 +264,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(digits, tmp_path):
     with pytest.raises(TrainingError) as err:
         fit(make(), train, val, cfg, 2, hooks=[NanAtEpoch2Step3()], resume_path=ckpt, resume_key="k")
     msg = str(err.value)
-    assert "epoch 2" in msg and "step 3" in msg and "nan" in msg
+    assert "non-finite loss (nan) at epoch 2, step 3/" in msg
     assert "train.lr" in msg and "train.grad_clip" in msg and "data" in msg
     assert ckpt.read_bytes() == saved["bytes"]
     assert torch.load(ckpt, weights_only=True)["epoch"] == 1

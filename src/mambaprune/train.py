@@ -34,6 +34,11 @@ from tqdm import tqdm
 from . import distributed
 from .config import TrainCfg
 
+# On CUDA the loss and gradient norm are checked for NaN/inf every this many steps (one host sync), not after
+# every step; a failure still names its exact step, and nothing is saved between the bad step and the check.
+CUDA_CHECK_EVERY = 16
+CPU_CHECK_EVERY = 1
+
 __all__ = ["TrainingError", "resolve_device", "build_optimizer", "lr_at", "evaluate", "fit"]
 
 
@@ -57,7 +62,8 @@ def build_optimizer(model: nn.Module, cfg: TrainCfg, lr: float) -> torch.optim.O
     """AdamW or SGD with two groups: weights decay; ``model.no_weight_decay()`` names and 1-D params don't.
 
     Decaying A_log/D would pull the SSM dynamics towards A = -1, D = 0, and decaying norms/biases only
-    hurts; the group order is fixed (decay, no-decay) so optimizer states line up across runs.
+    hurts; the group order is fixed (decay, no-decay) so optimizer states line up across runs. On CUDA the
+    fused AdamW kernel is used (call after moving the model to its device).
     """
     skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
     decay, no_decay = [], []
@@ -68,7 +74,8 @@ def build_optimizer(model: nn.Module, cfg: TrainCfg, lr: float) -> torch.optim.O
     groups = [g for g in (dict(params=decay, weight_decay=cfg.weight_decay),
                           dict(params=no_decay, weight_decay=0.0)) if g["params"]]
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
+        on_cuda = all(p.is_cuda for g in groups for p in g["params"])
+        return torch.optim.AdamW(groups, lr=lr, fused=on_cuda or None)  # fused: one kernel for all params
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=False)
     raise ValueError(f"train.optimizer must be 'adamw' or 'sgd', got {cfg.optimizer!r}")
@@ -248,6 +255,7 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: TrainCfg, epochs: int, 
                                                   else None, find_unused_parameters=False)
     if cfg.compile and device.type == "cuda":
         net = torch.compile(net)
+    check_every = CUDA_CHECK_EVERY if device.type == "cuda" else CPU_CHECK_EVERY
 
     for epoch in range(start_epoch, epochs + 1):
         train_loader.set_epoch(epoch)
@@ -256,6 +264,8 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: TrainCfg, epochs: int, 
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), dtype=torch.long, device=device)
         seen = 0
+        pending: list = []  # (step in epoch, loss, grad norm) not yet checked for NaN/inf
+        loss_value = float("nan")
         bar = tqdm(total=steps_per_epoch, desc=f"{desc} {epoch}/{epochs}", disable=_progress_disabled(),
                    leave=False, dynamic_ncols=True)
         for i, (x, y) in enumerate(train_loader):
@@ -275,25 +285,25 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: TrainCfg, epochs: int, 
             for term in _call_hooks(hooks, "loss_term", model, progress):
                 if term is not None:
                     loss = loss + term
-            # under DDP the mean over ranks: every rank takes the same branch (a lone raise would deadlock)
-            loss_value = (distributed.all_sum(loss.detach().clone()).item() / torch.distributed.get_world_size()
-                          if ddp else loss.item())
-            if not math.isfinite(loss_value):
-                bar.close()
-                raise _failure(desc, f"non-finite loss ({loss_value}) at epoch {epoch}, step {i + 1}/"
-                               f"{steps_per_epoch}", cfg, base_lr, resume_path, history)
 
             # backward, hooks' gradient edits, clip, step
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            grad_norm = None
             if cfg.grad_clip > 0:  # clip the data gradient only: a penalty's gradient must not be scaled away
                 grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                if not torch.isfinite(grad_norm):
-                    bar.close()
-                    raise _failure(desc, f"non-finite gradient norm ({grad_norm.item()}) at epoch {epoch}, "
-                                   f"step {i + 1}/{steps_per_epoch}", cfg, base_lr, resume_path, history)
             _call_hooks(hooks, "after_backward", model, progress)
             optimizer.step()
+
+            # non-finite checks, in batches of `check_every` steps so the GPU never waits for the host
+            pending.append((i, loss.detach(), grad_norm))
+            if len(pending) == check_every or i + 1 == steps_per_epoch:
+                problem, bad_step, loss_value = _first_nonfinite(pending, ddp)
+                pending.clear()
+                if problem:
+                    bar.close()
+                    raise _failure(desc, f"{problem} at epoch {epoch}, step {bad_step + 1}/{steps_per_epoch}",
+                                   cfg, base_lr, resume_path, history)
 
             n = y.numel()
             seen += n
@@ -341,6 +351,23 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: TrainCfg, epochs: int, 
                 model=model.state_dict(), optimizer=optimizer.state_dict(),
                 history=[dict(rec) for rec in history], rng=_rng_state(device)))
     return history
+
+
+def _first_nonfinite(pending: list, ddp: bool) -> tuple[str | None, int, float]:
+    """(what went wrong at the first bad step of ``pending`` or None, that step, the last step's loss), read
+    with one host sync. Under DDP the loss is the mean over ranks and the clipped norm is already identical,
+    so every rank takes the same branch (a lone raise would deadlock)."""
+    losses = torch.stack([loss.float() for _, loss, _ in pending])
+    if ddp:
+        losses = distributed.all_sum(losses) / torch.distributed.get_world_size()
+    norms = torch.stack([norm.float() if norm is not None else losses.new_zeros(()) for _, _, norm in pending])
+    loss_values, norm_values = torch.stack([losses, norms]).tolist()
+    for (step, _, norm), loss_value, norm_value in zip(pending, loss_values, norm_values):
+        if not math.isfinite(loss_value):
+            return f"non-finite loss ({loss_value})", step, loss_values[-1]
+        if norm is not None and not math.isfinite(norm_value):
+            return f"non-finite gradient norm ({norm_value})", step, loss_values[-1]
+    return None, -1, loss_values[-1]
 
 
 def _failure(desc: str, what: str, cfg: TrainCfg, lr: float, resume_path, history: list[dict]) -> TrainingError:

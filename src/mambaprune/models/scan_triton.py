@@ -18,7 +18,12 @@ Measured on one H200 (torch 2.11, Triton 3.6), mamba_small shape b=1024, l=64, d
 0.45-0.5 ms; the autograd reference loop takes 55-57 ms (~28x). What moved it: one warp per program (the
 d-reductions for dB/dC stay in-warp) and BLOCK_D=32, 4.7 -> 2.7 ms; loading each token's inputs one step
 ahead, 2.7 -> 1.9 ms. Unrolling the token loop (2-8x) made the backward slower; CHUNK 4/8/16 are within
-10% (8 is best, checkpoints are (b, l/8, d, n) fp32).
+10% (8 is best, checkpoints are (b, l/8, d, n) fp32). A chunk-parallel variant (a whole chunk of tokens
+loaded per step and ``tl.associative_scan`` over it) was 2.3x slower forward and 4x slower fwd+bwd at every
+chunk length (8/16/32) and block (8-32 channels, 2-8 warps) tried on 2026-11-29, so it was not kept.
+
+The launches are wrapped in ``torch.library`` custom ops (forward and backward) so ``torch.compile`` sees one
+opaque op with a known output shape instead of breaking the graph at every layer.
 """
 
 from __future__ import annotations
@@ -223,64 +228,103 @@ def _rowmajor(x):
     return x if x.stride(-1) == 1 else x.contiguous()
 
 
-class _SelectiveScanTriton(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias):
-        u, delta, B, C = map(_rowmajor, (u, delta, B, C))
-        z = _rowmajor(z) if z is not None else None
-        A, D = A.contiguous(), D.contiguous()
-        b, l, d = u.shape
-        n = A.shape[1]
-        K = min(CHUNK, l)
-        out = torch.empty((b, l, d), device=u.device, dtype=u.dtype)
-        ck = torch.empty((b, triton.cdiv(l, K), d, n), device=u.device, dtype=torch.float32)
-        zz = z if z is not None else u
-        _scan_fwd_kernel[(b, triton.cdiv(d, FWD_BLOCK_D))](
-            u, delta, zz, B, C, A, D, delta_bias if delta_bias is not None else D, out, ck,
-            d, n,
-            u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), zz.stride(0), zz.stride(1),
-            B.stride(0), B.stride(1), C.stride(0), C.stride(1), out.stride(0), out.stride(1),
-            L=l, K=K, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, BLOCK=FWD_BLOCK_D,
-            N=triton.next_power_of_2(n), num_warps=FWD_WARPS,
-        )
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, ck)
-        ctx.chunk = K
-        return out
+def _launch_fwd(u, delta, A, B, C, D, z, delta_bias):
+    u, delta, B, C = map(_rowmajor, (u, delta, B, C))
+    z = _rowmajor(z) if z is not None else None
+    A, D = A.contiguous(), D.contiguous()
+    b, l, d = u.shape
+    n = A.shape[1]
+    K = min(CHUNK, l)
+    out = torch.empty((b, l, d), device=u.device, dtype=u.dtype)
+    ck = torch.empty((b, triton.cdiv(l, K), d, n), device=u.device, dtype=torch.float32)
+    zz = z if z is not None else u
+    _scan_fwd_kernel[(b, triton.cdiv(d, FWD_BLOCK_D))](
+        u, delta, zz, B, C, A, D, delta_bias if delta_bias is not None else D, out, ck,
+        d, n,
+        u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), zz.stride(0), zz.stride(1),
+        B.stride(0), B.stride(1), C.stride(0), C.stride(1), out.stride(0), out.stride(1),
+        L=l, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, BLOCK=FWD_BLOCK_D,
+        K=K, N=triton.next_power_of_2(n), num_warps=FWD_WARPS,
+    )
+    return out, ck
 
-    @staticmethod
-    def backward(ctx, gout):
-        u, delta, A, B, C, D, z, delta_bias, ck = ctx.saved_tensors
-        gout = _rowmajor(gout)
-        b, l, d = u.shape
-        n = A.shape[1]
-        N = triton.next_power_of_2(n)
-        K, BLOCK = ctx.chunk, BWD_BLOCK_D
-        nblk = triton.cdiv(d, BLOCK)
-        dev, f32 = u.device, torch.float32
-        scratch = torch.empty(b * nblk * (K + 1) * BLOCK * N, device=dev, dtype=f32)
-        du = torch.empty((b, l, d), device=dev, dtype=u.dtype)
-        ddelta = torch.empty((b, l, d), device=dev, dtype=delta.dtype)
-        dz = torch.empty((b, l, d), device=dev, dtype=z.dtype) if z is not None else du
-        dB_part = torch.empty((nblk, b, l, n), device=dev, dtype=f32)
-        dC_part = torch.empty((nblk, b, l, n), device=dev, dtype=f32)
-        dA_part = torch.empty((b, d, n), device=dev, dtype=f32)
-        dD_part = torch.empty((b, d), device=dev, dtype=f32)
-        dbias_part = torch.empty((b, d), device=dev, dtype=f32)
-        zz = z if z is not None else u
-        _scan_bwd_kernel[(b, nblk)](
-            u, delta, zz, B, C, A, D, delta_bias if delta_bias is not None else D, gout, ck, scratch,
-            du, ddelta, dz, dB_part, dC_part, dA_part, dD_part, dbias_part,
-            b, d, n, nblk,
-            u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), zz.stride(0), zz.stride(1),
-            B.stride(0), B.stride(1), C.stride(0), C.stride(1), gout.stride(0), gout.stride(1),
-            L=l, K=K, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, BLOCK=BLOCK, N=N,
-            num_warps=BWD_WARPS,
-        )
-        dbias = dbias_part.sum(0).to(delta_bias.dtype) if delta_bias is not None else None
-        return (du, ddelta, dA_part.sum(0).to(A.dtype), dB_part.sum(0).to(B.dtype), dC_part.sum(0).to(C.dtype),
-                dD_part.sum(0).to(D.dtype), dz if z is not None else None, dbias)
+
+def _launch_bwd(gout, u, delta, A, B, C, D, z, delta_bias, ck):
+    u, delta, B, C, gout = map(_rowmajor, (u, delta, B, C, gout))
+    z = _rowmajor(z) if z is not None else None
+    A, D = A.contiguous(), D.contiguous()
+    b, l, d = u.shape
+    n = A.shape[1]
+    N = triton.next_power_of_2(n)
+    K, BLOCK = min(CHUNK, l), BWD_BLOCK_D
+    nblk = triton.cdiv(d, BLOCK)
+    dev, f32 = u.device, torch.float32
+    du = torch.empty((b, l, d), device=dev, dtype=u.dtype)
+    ddelta = torch.empty((b, l, d), device=dev, dtype=delta.dtype)
+    dz = torch.empty((b, l, d), device=dev, dtype=z.dtype) if z is not None else u.new_empty(0)
+    dB_part = torch.empty((nblk, b, l, n), device=dev, dtype=f32)
+    dC_part = torch.empty((nblk, b, l, n), device=dev, dtype=f32)
+    dA_part = torch.empty((b, d, n), device=dev, dtype=f32)
+    dD_part = torch.empty((b, d), device=dev, dtype=f32)
+    dbias_part = torch.empty((b, d), device=dev, dtype=f32)
+    zz = z if z is not None else u
+    strides = (u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), zz.stride(0), zz.stride(1),
+               B.stride(0), B.stride(1), C.stride(0), C.stride(1), gout.stride(0), gout.stride(1))
+    flags = dict(L=l, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, BLOCK=BLOCK, N=N, num_warps=BWD_WARPS)
+    bias = delta_bias if delta_bias is not None else D
+    grads = (du, ddelta, dz if z is not None else du, dB_part, dC_part, dA_part, dD_part, dbias_part)
+    scratch = torch.empty(b * nblk * (K + 1) * BLOCK * N, device=dev, dtype=f32)
+    _scan_bwd_kernel[(b, nblk)](u, delta, zz, B, C, A, D, bias, gout, ck, scratch, *grads, b, d, n, nblk,
+                                *strides, K=K, **flags)
+    dbias = dbias_part.sum(0).to(delta_bias.dtype) if delta_bias is not None else u.new_empty(0)
+    return (du, ddelta, dA_part.sum(0).to(A.dtype), dB_part.sum(0).to(B.dtype), dC_part.sum(0).to(C.dtype),
+            dD_part.sum(0).to(D.dtype), dz, dbias)
+
+
+# Registered as torch.library custom ops so torch.compile treats the scan as one opaque op with a known
+# output shape (no graph break per layer) and fuses the element-wise work around it.
+@torch.library.custom_op("mambaprune::selective_scan_fwd", mutates_args=())
+def _fwd_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+            D: torch.Tensor, z: torch.Tensor | None, delta_bias: torch.Tensor | None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    return _launch_fwd(u, delta, A, B, C, D, z, delta_bias)
+
+
+@_fwd_op.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias):
+    b, l, d = u.shape
+    return u.new_empty((b, l, d)), u.new_empty((b, triton.cdiv(l, min(CHUNK, l)), d, A.shape[1]),
+                                               dtype=torch.float32)
+
+
+@torch.library.custom_op("mambaprune::selective_scan_bwd", mutates_args=())
+def _bwd_op(gout: torch.Tensor, u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+            C: torch.Tensor, D: torch.Tensor, z: torch.Tensor | None, delta_bias: torch.Tensor | None,
+            ck: torch.Tensor) -> list[torch.Tensor]:
+    return list(_launch_bwd(gout, u, delta, A, B, C, D, z, delta_bias, ck))
+
+
+@_bwd_op.register_fake
+def _(gout, u, delta, A, B, C, D, z, delta_bias, ck):
+    like = lambda t: t.new_empty(t.shape) if t is not None else u.new_empty(0)  # noqa: E731
+    return [like(u), like(delta), like(A), like(B), like(C), like(D), like(z), like(delta_bias)]
+
+
+def _setup_context(ctx, inputs, output):
+    u, delta, A, B, C, D, z, delta_bias = inputs
+    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, output[1])
+    ctx.has_z, ctx.has_bias = z is not None, delta_bias is not None
+
+
+def _backward(ctx, gout, _gck):
+    u, delta, A, B, C, D, z, delta_bias, ck = ctx.saved_tensors
+    du, ddelta, dA, dB, dC, dD, dz, dbias = _bwd_op(gout, u, delta, A, B, C, D, z, delta_bias, ck)
+    return du, ddelta, dA, dB, dC, dD, dz if ctx.has_z else None, dbias if ctx.has_bias else None
+
+
+torch.library.register_autograd("mambaprune::selective_scan_fwd", _backward, setup_context=_setup_context)
 
 
 def selective_scan_triton(u, delta, A, B, C, D, z=None, delta_bias=None):
     """Selective scan with fused Triton kernels; arguments and result as ``scan.selective_scan_ref``."""
-    return _SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias)
+    return _fwd_op(u, delta, A, B, C, D, z, delta_bias)[0]
