@@ -4,14 +4,21 @@ import sys
 
 import yaml
 
-path = "params.yaml"
-params = yaml.safe_load(open(path))
-for arg in sys.argv[1:]:
-    key, value = arg.split("=", 1)
-    *parents, leaf = key.split(".")
-    node = params
-    for p in parents:
-        node = node[p]
-    node[leaf] = yaml.safe_load(value)
-with open(path, "w") as f:
-    yaml.safe_dump(params, f, sort_keys=False)
+
+def set_keys(params: dict, assignments: list[str]) -> dict:
+    """Apply `dotted.key=yaml-value` assignments to the nested ``params`` in place (as `-S` does)."""
+    for arg in assignments:
+        key, value = arg.split("=", 1)
+        *parents, leaf = key.split(".")
+        node = params
+        for p in parents:
+            node = node[p]
+        node[leaf] = yaml.safe_load(value)
+    return params
+
+
+if __name__ == "__main__":
+    path = "params.yaml"
+    params = set_keys(yaml.safe_load(open(path)), sys.argv[1:])
+    with open(path, "w") as f:
+        yaml.safe_dump(params, f, sort_keys=False)

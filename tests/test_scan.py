@@ -111,6 +111,19 @@ for name, z_bias in [("opcheck_z_bias", True), ("opcheck_plain", False)]:
         out[name] = "ok"
     except Exception as e:
         out[name] = repr(e)[:2000]
+# the whole model compiles as one graph (fullgraph=True raises on any graph break) and matches eager
+from mambaprune import create_model
+torch.manual_seed(0)
+model = create_model("mamba_tiny", embed_dim=32, depth=2, img_size=8)
+model.set_scan_impl("triton")
+x = torch.rand(2, 3, 8, 8)
+model(x).square().sum().backward()
+eager_grad = model.blocks[0].mixer.ssm[0].A_log.grad.clone()
+model.zero_grad()
+y = torch.compile(model, backend="aot_eager", fullgraph=True)(x)
+y.square().sum().backward()
+same = torch.equal(y, model(x)) and torch.allclose(model.blocks[0].mixer.ssm[0].A_log.grad, eager_grad)
+out["compile_fullgraph"] = "ok" if same and eager_grad.abs().sum() > 0 else "compiled model differs from eager"
 print("RESULT" + json.dumps(out))
 """
 
@@ -118,7 +131,7 @@ print("RESULT" + json.dumps(out))
 def test_triton_interpreter_matches_reference():
     """The Triton kernels run on CPU tensors under TRITON_INTERPRET=1, in a subprocess (the variable must be
     set before triton is imported). d=40 exercises a partial channel block, l=65 and l=21 partial chunks;
-    ``opcheck`` tests the torch.library registration that torch.compile uses."""
+    ``opcheck`` tests the torch.library registration, and a model compiles with ``fullgraph=True``."""
     pytest.importorskip("triton")
     env = {**os.environ, "TRITON_INTERPRET": "1", "CUDA_VISIBLE_DEVICES": ""}
     script = _TRITON_SCRIPT.format(tests_dir=os.path.dirname(os.path.abspath(__file__)))

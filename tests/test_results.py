@@ -1,0 +1,51 @@
+"""The published CIFAR-10 results: the README's table and commands are what the raw JSON and params say."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results" / "cifar10-jpg"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def table():
+    return _load("results_table")
+
+
+def _rows():
+    return sorted(p.name for p in RESULTS.iterdir() if (p / "params.yaml").exists())
+
+
+@pytest.mark.parametrize("row", _rows())
+def test_each_rows_dvc_command_reproduces_its_params(table, row):
+    """`dvc exp run -S ...` as printed: the settings applied to the repository's params.yaml give the row's."""
+    defaults = yaml.safe_load((ROOT / "params.yaml").read_text())
+    settings = table.dvc_settings(RESULTS / row / "params.yaml", table.flat(defaults))
+    assert all(s.startswith("-S ") for s in settings)
+    applied = _load("set_params").set_keys(defaults, [s[3:] for s in settings])
+    assert applied == yaml.safe_load((RESULTS / row / "params.yaml").read_text())
+
+
+def test_readme_table_matches_the_raw_results(table, tmp_path, monkeypatch, capsys):
+    shutil.copytree(RESULTS, tmp_path / "r")
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "argv", ["results_table.py", str(tmp_path / "r")])
+    table.main()
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("|", "dvc exp run", "C10="))]
+    readme = (ROOT / "README.md").read_text()
+    missing = [line for line in printed if line not in readme]
+    assert len(printed) >= 8 and not missing, missing
