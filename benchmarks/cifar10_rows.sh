@@ -5,18 +5,20 @@
 # ARCHIVE=file.tgz, a tarball of them after each row).
 #
 #   ROWS="dense refill rsst magnitude-l1 random mlp50" bash benchmarks/cifar10_rows.sh
+#   SEED=1 RESULTS=results/cifar10-jpg-seed1 bash benchmarks/cifar10_rows.sh     # another seed, for mean ± spread:
+#   python benchmarks/results_table.py results/cifar10-jpg results/cifar10-jpg-seed1
 #
 # Every pruned row starts from the same dense model (models/pretrained.pt, made by the `dense` row; a later
 # call on the same machine can skip `dense`) and gets the same budget: 2 rounds x ROUND_EPOCHS + FINETUNE_EPOCHS.
 set -euo pipefail
 export MAMBAPRUNE_TRACKING=${MAMBAPRUNE_TRACKING:-0} MAMBAPRUNE_NO_PROGRESS=1 PYTHONPATH=src PYTHONUNBUFFERED=1
-RESULTS=${RESULTS:-results}
+RESULTS=${RESULTS:-results}; SEED=${SEED:-0}
 ROWS=${ROWS:-"dense refill rsst magnitude-l1 random mlp50"}
 PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-15}; ROUND_EPOCHS=${ROUND_EPOCHS:-3}; FINETUNE_EPOCHS=${FINETUNE_EPOCHS:-3}
 [ -d .cache/cifar10-jpg ] || tar xzf .cache/cifar10-jpg.tar.gz -C .cache
 [ -f .cache/params.orig.yaml ] || cp params.yaml .cache/params.orig.yaml
 cp .cache/params.orig.yaml params.yaml
-python benchmarks/set_params.py data.name=imagefolder data.root=.cache/cifar10-jpg data.img_size=32 \
+python benchmarks/set_params.py seed=$SEED data.name=imagefolder data.root=.cache/cifar10-jpg data.img_size=32 \
   model.name=mamba_small model.embed_dim=null model.depth=null model.d_state=null \
   train.batch_size=512 train.lr=0.001 train.warmup_epochs=2 train.label_smoothing=0.1 train.crop_padding=4 \
   train.hflip=true train.device=cuda pretrain.epochs=$PRETRAIN_EPOCHS prune.epochs=$ROUND_EPOCHS \

@@ -1,7 +1,7 @@
 """Markdown table, per-row `dvc exp run` commands and the accuracy-vs-params plot from the CIFAR-10 rows in
 results/<dataset>/ (written by cifar10_rows.sh).
 
-    python benchmarks/results_table.py [results/cifar10-jpg]
+    python benchmarks/results_table.py [results/cifar10-jpg [results/cifar10-jpg-seed1 ...]]
 
 Each row's command is derived from its saved params.yaml: every key that differs from the repository's
 params.yaml becomes one `-S key=value`, so the command reproduces the row exactly.
@@ -57,25 +57,41 @@ def label(params_path: Path) -> str:
     return f"{method}, {p['ratio']:.0%} {what}"
 
 
+def acc(values: list[float], signed: bool = False) -> str:
+    """One seed: the value; several: mean ± half the range, and the seed count."""
+    fmt = "+.2%" if signed else ".2%"
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{mean:{fmt}}"
+    return f"{mean:{fmt}} ± {(max(values) - min(values)) / 2:.2%} (n={len(values)})"
+
+
 def main() -> None:
-    root = Path(sys.argv[1] if len(sys.argv) > 1 else "results/cifar10-jpg")
+    """Arguments: one results root per seed (default results/cifar10-jpg); accuracies are over the roots that
+    hold the row, everything else (params, FLOPs, speedup, wall-clock, plot, commands) is from the first."""
+    roots = [Path(a) for a in sys.argv[1:]] or [Path("results/cifar10-jpg")]
+    root = roots[0]
     defaults = flat(yaml.safe_load(Path("params.yaml").read_text()))
-    dense = load(root / "dense/pretrain.json")
+    denses = [load(r / "dense/pretrain.json") for r in roots]
+    dense = denses[0]
     print("| row | test acc | Δ vs dense | val acc | params | FLOPs/img | GPU speedup (bf16, b=1024) | wall-clock |")
     print("|---|---|---|---|---|---|---|---|")
-    print(f"| dense ({dense['epochs']} epochs) | {dense['test_acc']:.2%} | – | {dense['val_acc']:.2%} | "
-          f"{dense['params'] / 1e6:.2f} M | {dense['flops'] / 1e9:.2f} G | 1.00× | {dense['wall_time_s']:.0f} s |")
+    print(f"| dense ({dense['epochs']} epochs) | {acc([d['test_acc'] for d in denses])} | – | "
+          f"{acc([d['val_acc'] for d in denses])} | {dense['params'] / 1e6:.2f} M | {dense['flops'] / 1e9:.2f} G "
+          f"| 1.00× | {dense['wall_time_s']:.0f} s |")
     rows = [r for r in ROW_ORDER if (root / r / "evaluate.json").exists()]
     rows += sorted(p.name for p in root.iterdir() if (p / "evaluate.json").exists() and p.name not in rows)
     # one test-accuracy column per row, each line starting at the dense model
     points = [{"round": "dense", "params": dense["params"], **{f"{r}_test_acc": dense["test_acc"] for r in rows}}]
     settings = {"dense": dvc_settings(root / "dense/params.yaml", defaults)}
     for row in rows:
-        ev = load(root / row / "evaluate.json")
+        seeds = [(load(r / row / "evaluate.json"), d) for r, d in zip(roots, denses)
+                 if (r / row / "evaluate.json").exists()]
+        ev = seeds[0][0]
         wall = sum(load(root / row / f"{s}.json")["wall_time_s"] for s in ("prune_r1", "prune_r2", "finetune"))
-        drop = ev["test_acc"] - dense["test_acc"]
-        print(f"| {label(root / row / 'params.yaml')} | {ev['test_acc']:.2%} | {drop:+.2%} | {ev['val_acc']:.2%} "
-              f"| {ev['params'] / 1e6:.2f} M | {ev['flops'] / 1e9:.2f} G "
+        print(f"| {label(root / row / 'params.yaml')} | {acc([e['test_acc'] for e, _ in seeds])} "
+              f"| {acc([e['test_acc'] - d['test_acc'] for e, d in seeds], signed=True)} "
+              f"| {acc([e['val_acc'] for e, _ in seeds])} | {ev['params'] / 1e6:.2f} M | {ev['flops'] / 1e9:.2f} G "
               f"({ev['flop_ratio']:.2f}× fewer) | {ev['speedup']:.2f}× | {wall:.0f} s |")
         for r in ("prune_r1", "prune_r2"):
             m = load(root / row / f"{r}.json")

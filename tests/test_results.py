@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -49,3 +50,19 @@ def test_readme_table_matches_the_raw_results(table, tmp_path, monkeypatch, caps
     readme = (ROOT / "README.md").read_text()
     missing = [line for line in printed if line not in readme]
     assert len(printed) >= 8 and not missing, missing
+
+
+def test_several_seeds_give_mean_and_half_range(table, tmp_path, monkeypatch, capsys):
+    for seed, rsst_acc in (("s0", 0.78), ("s1", 0.79)):
+        shutil.copytree(RESULTS, tmp_path / seed)
+        ev = json.loads((tmp_path / seed / "rsst/evaluate.json").read_text())
+        (tmp_path / seed / "rsst/evaluate.json").write_text(json.dumps({**ev, "test_acc": rsst_acc}))
+    shutil.rmtree(tmp_path / "s1" / "refill")  # a row only one seed has: reported over that seed alone
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "argv", ["results_table.py", str(tmp_path / "s0"), str(tmp_path / "s1")])
+    table.main()
+    out = capsys.readouterr().out
+    rsst = next(line for line in out.splitlines() if line.startswith("| rsst"))
+    refill = next(line for line in out.splitlines() if line.startswith("| refill"))
+    assert "| 78.50% ± 0.50% (n=2) |" in rsst
+    assert "(n=" not in refill.split("|")[2]
