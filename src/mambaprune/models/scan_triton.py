@@ -229,6 +229,7 @@ def _rowmajor(x):
 
 
 def _launch_fwd(u, delta, A, B, C, D, z, delta_bias):
+    """(output, state checkpoints every CHUNK tokens): the backward recomputes the states from the checkpoints."""
     u, delta, B, C = map(_rowmajor, (u, delta, B, C))
     z = _rowmajor(z) if z is not None else None
     A, D = A.contiguous(), D.contiguous()
@@ -250,6 +251,7 @@ def _launch_fwd(u, delta, A, B, C, D, z, delta_bias):
 
 
 def _launch_bwd(gout, u, delta, A, B, C, D, z, delta_bias, ck):
+    """Gradients of every input; an absent z / delta_bias gets an empty tensor (a custom op cannot return None)."""
     u, delta, B, C, gout = map(_rowmajor, (u, delta, B, C, gout))
     z = _rowmajor(z) if z is not None else None
     A, D = A.contiguous(), D.contiguous()
