@@ -194,6 +194,51 @@ def test_rsst_regulariser_value_and_gradient(penalty):
     assert torch.allclose(norms[0], torch.stack([_hand_group_sq(m, "ssm", 0, c) for c in (0, 5, 9)]).sqrt())
 
 
+@pytest.mark.parametrize("penalty", ["group_l2", "group_lasso"])
+def test_rsst_decoupled_step_is_a_proximal_step_of_the_same_penalty(penalty):
+    """For a small lr the decoupled step equals a plain gradient step on λ·penalty (to O(lr²)), member by member
+    (x_proj[c, c] included), and nothing outside the target groups moves (A_log, dt_bias, non-targets)."""
+    torch.manual_seed(0)
+    m = mambaprune.create_model("mamba_tiny", img_size=8, embed_dim=8, depth=2, d_state=2,
+                                bidirectional=True).double()
+    remove = {"ssm": [[0, 5, 9], [3]], "mlp": [[], [1, 30]]}
+    lr, progress = 1e-4, 0.6
+    grad_hook = RSSTRegularizer(m, remove, strength=0.7, penalty=penalty)
+    grads = torch.autograd.grad(grad_hook.penalty_term(m, progress), list(m.parameters()), allow_unused=True)
+    expected = {n: p.detach() - lr * g if g is not None else p.detach().clone()
+                for (n, p), g in zip(m.named_parameters(), grads)}
+    untouched = {n: g is None for (n, _), g in zip(m.named_parameters(), grads)}
+    buffers = {n: b.clone() for n, b in m.named_buffers()}
+    hook = RSSTRegularizer(m, remove, strength=0.7, penalty=penalty, update="decoupled")
+    hook.after_backward(m, progress)  # the gradient path is off in decoupled mode: no .grad appears
+    assert all(p.grad is None for p in m.parameters())
+    hook.after_step(m, progress, lr)
+    assert hook.lambda_trace == grad_hook.lambda_trace
+    for n, p in m.named_parameters():
+        moved = (expected[n] - p.detach()).abs().max().item()
+        assert moved <= 1e-9 * max(1.0, p.abs().max().item()), (n, moved)
+        if untouched[n]:  # no penalty gradient (A_log, non-target layers): bit for bit unchanged
+            assert torch.equal(p.detach(), expected[n]), n
+    assert all(torch.equal(b, buffers[n]) for n, b in m.named_buffers())
+
+
+def test_rsst_decoupled_group_lasso_zeroes_small_groups_exactly():
+    m = _mlp_model(depth=1)
+    fc1, fc2 = m.blocks[0].mlp.fc1, m.blocks[0].mlp.fc2
+    n0, n1 = group_norms(m, None, "mlp", [[0, 1]])[0].tolist()
+    (small, lo), (big, hi) = sorted([(0, n0), (1, n1)], key=lambda t: t[1])
+    hook = RSSTRegularizer(m, {"mlp": [[0, 1]]}, strength=1.0, schedule="constant", penalty="group_lasso",
+                           update="decoupled")
+    others = fc1.weight[2:].detach().clone()
+    hook.after_step(m, 1.0, lr=(lo + hi) / 2)  # a shrink of (lo + hi) / 2: the smaller group hits zero exactly
+    after = group_norms(m, None, "mlp", [[small, big]])[0]
+    assert after[0].item() == 0.0 and fc1.bias[small].item() == 0.0 and not fc2.weight[:, small].any()
+    assert after[1].item() == pytest.approx(hi - (lo + hi) / 2, rel=1e-5)
+    assert torch.equal(fc1.weight[2:].detach(), others)
+    with pytest.raises(ValueError, match="gradient, decoupled"):
+        RSSTRegularizer(m, {"mlp": [[0]]}, 1.0, update="proximal")
+
+
 @pytest.mark.parametrize("schedule", ["exp", "poly", "linear"])
 def test_rsst_lambda_trace_every_step(schedule):
     m = _mlp_model(depth=1)
@@ -240,19 +285,22 @@ def _accuracy(m, x, y):
 
 
 def _train(m, x, y, steps, seed, lr, hook=None):
-    """AdamW without weight decay, cosine lr to lr/100 (as the pipeline's rounds), penalty every step."""
+    """AdamW without weight decay, cosine lr to lr/100 (as the pipeline's rounds), the hook every step."""
     opt = torch.optim.AdamW(m.parameters(), lr=lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed)
     for s in range(steps):
         idx = torch.randint(0, len(x), (64,), generator=gen)
         loss = F.cross_entropy(m(x[idx]), y[idx])
-        if hook is not None:
-            loss = loss + hook.penalty_term(m, (s + 1) / steps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        lr_now = lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * s / steps)))
         for group in opt.param_groups:
-            group["lr"] = lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * s / steps)))
+            group["lr"] = lr_now
+        if hook is not None:
+            hook.after_backward(m, (s + 1) / steps)
         opt.step()
+        if hook is not None:
+            hook.after_step(m, (s + 1) / steps, lr_now)
 
 
 def _l1_lowest(m, ratio):
@@ -316,3 +364,29 @@ def test_rsst_training_shrinks_targets_only_and_cut_is_harmless(one_thread):
     drop_rsst, drop_plain = acc_rsst - acc_rsst_cut, acc_plain - acc_plain_cut
     assert acc_rsst > 0.85
     assert abs(drop_rsst) <= 0.01 and drop_plain > drop_rsst + 0.03
+
+
+def test_rsst_decoupled_shrinks_targets_where_adamw_gradient_cannot(one_thread):
+    """At a small lr (1e-3, 200 steps) Adam's normalised steps cap how far a weight moves, so the gradient
+    update barely shrinks the targets even with g = 100; the decoupled proximal step does (g = 1000), leaves
+    the other groups as plain training leaves them, and makes the cut harmless."""
+    xtr, ytr, xva, yva = _digits()
+    torch.manual_seed(0)
+    base = mambaprune.create_model("mamba_tiny", img_size=8, patch_size=4, in_chans=1, embed_dim=32, depth=2,
+                                   d_state=4, norm_mean=(0.3,), norm_std=(0.4,))
+    _train(base, xtr, ytr, steps=100, seed=1, lr=3e-3)
+    remove = _l1_lowest(base, 0.75)
+    target0, other0 = _mean_norms(base, remove)
+    reduction, others, cut_drop = {}, {}, {}
+    for update, strength in (("gradient", 100.0), ("decoupled", 1000.0), ("plain", None)):
+        m = copy.deepcopy(base)
+        hook = None if strength is None else RSSTRegularizer(m, remove, strength=strength, update=update)
+        _train(m, xtr, ytr, 200, seed=2, lr=1e-3, hook=hook)
+        target1, others[update] = _mean_norms(m, remove)
+        reduction[update] = (target0 / other0) / (target1 / others[update])
+        if hook is not None:
+            cut_drop[update] = _accuracy(m, xva, yva) - _accuracy(apply_plan(m, hook.plan()), xva, yva)
+    print(f"target/other norm-ratio reduction {reduction}; other norms {others}; cut drop {cut_drop}")
+    assert reduction["gradient"] < 10 and reduction["decoupled"] >= 100
+    assert others["decoupled"] == pytest.approx(others["plain"], rel=0.2)
+    assert abs(cut_drop["decoupled"]) <= 0.01

@@ -155,7 +155,7 @@ def test_hooks_see_increasing_progress_and_edit_gradients(digits, tmp_path):
 
     class Recorder:
         def __init__(self):
-            self.loss_p, self.backward_p = [], []
+            self.loss_p, self.backward_p, self.step_p = [], [], []
 
         def loss_term(self, model, progress):
             self.loss_p.append(progress)
@@ -165,6 +165,9 @@ def test_hooks_see_increasing_progress_and_edit_gradients(digits, tmp_path):
             self.backward_p.append(progress)
             assert model.head.weight.grad is not None
 
+        def after_step(self, model, progress, lr):
+            self.step_p.append((progress, lr))
+
         def on_epoch_end(self, epoch, record):
             record["hook_metric"] = 10 * epoch
 
@@ -172,6 +175,9 @@ def test_hooks_see_increasing_progress_and_edit_gradients(digits, tmp_path):
     history = fit(make(), train, val, cfg, 2, hooks=[rec], metrics_csv=tmp_path / "m.csv")
     total = 2 * len(train)
     assert rec.loss_p == rec.backward_p == [(s + 1) / total for s in range(total)]
+    warmup = round(cfg.warmup_epochs * len(train))
+    assert rec.step_p == [((s + 1) / total, lr_at(s, total, warmup, cfg.lr, cfg.schedule, cfg.min_lr_ratio))
+                          for s in range(total)]
     assert rec.loss_p[-1] == 1.0
     assert [r["hook_metric"] for r in history] == [10, 20]
     assert "hook_metric" in next(csv.DictReader(open(tmp_path / "m.csv")))

@@ -96,6 +96,8 @@ class PruneCfg:
     rsst_penalty: str = _f("group_l2", "rsst: penalty on target groups", choices=("group_l2", "group_lasso"))
     rsst_schedule: str = _f("exp", "rsst: strength schedule", choices=("exp", "poly", "linear", "constant"))
     rsst_strength: float = _f(0.01, "rsst: final penalty strength g", lo=0.0, hi=1e6)
+    rsst_update: str = _f("gradient", "rsst: penalty as a gradient or as a decoupled proximal step",
+                          choices=("gradient", "decoupled"))
     rsst_exponent: float = _f(4.0, "rsst: exponent k of exp/poly schedules", lo=0.0, hi=100.0, lo_open=True)
     recover_epochs: int = _f(0, "rsst: training epochs after the cut", lo=0, hi=10000)
     calib_batches: int = _f(4, "taylor: calibration batches", lo=1, hi=100000)

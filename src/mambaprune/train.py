@@ -6,6 +6,7 @@ from ``lr_at``, validate, record, write the CSV, call back, and commit a resume 
 Pruning methods plug in through *hooks*: any object with any of
     loss_term(model, progress) -> Tensor | None    added to the loss (e.g. a sparsity penalty)
     after_backward(model, progress)                after backward and clipping, before the step (edit .grad)
+    after_step(model, progress, lr)                after the optimizer step (edit weights, e.g. a proximal step)
     on_epoch_end(epoch, record)                    may add keys to the epoch record
 where progress = (global_step + 1) / total_steps ∈ (0, 1].
 
@@ -294,6 +295,7 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: TrainCfg, epochs: int, 
                 grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             _call_hooks(hooks, "after_backward", model, progress)
             optimizer.step()
+            _call_hooks(hooks, "after_step", model, progress, lr_now)
 
             # non-finite checks, in batches of `check_every` steps so the GPU never waits for the host
             pending.append((i, loss.detach(), grad_norm))

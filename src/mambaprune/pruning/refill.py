@@ -20,12 +20,17 @@ from collections.abc import Mapping
 import torch
 
 from .schedule import round_width
-from .units import members, num_directions, unit_matrices
+from .units import Member, members, num_directions, unit_matrices
 
-__all__ = ["weight_matrices", "refill_select", "REFILL_CRITERIA"]
+__all__ = ["weight_matrices", "weight_members", "refill_select", "REFILL_CRITERIA"]
 
 REFILL_CRITERIA = ("remain", "magnitude")
 _NOT_A_SIZE = ("A_log",)  # members whose value carries no size of the unit (see module docstring)
+
+
+def weight_members(config: Mapping, kind: str) -> list[Member]:
+    """The members behind ``weight_matrices``: the coupling spec without the dt_bias buffer and A_log."""
+    return [m for m in members(kind, num_directions(config)) if not m.name.endswith(("dt_bias", *_NOT_A_SIZE))]
 
 
 def weight_matrices(state: Mapping[str, torch.Tensor], config: Mapping, kind: str, i: int) -> list[torch.Tensor]:

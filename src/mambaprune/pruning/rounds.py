@@ -152,7 +152,7 @@ def run_round(model, ctx: RoundContext, fit: FitFn, evaluate: EvalFn) -> tuple[t
 
     if cfg.method == "rsst":
         reg = RSSTRegularizer(model, removed, strength=cfg.rsst_strength, schedule=cfg.rsst_schedule,
-                              exponent=cfg.rsst_exponent, penalty=cfg.rsst_penalty)
+                              exponent=cfg.rsst_exponent, penalty=cfg.rsst_penalty, update=cfg.rsst_update)
         record["train_history"] = fit(model, cfg.epochs, hooks=(reg,), tag="rsst")
         record["lambda_trace"] = list(reg.lambda_trace)
         record["before_cut"] = evaluate(model)

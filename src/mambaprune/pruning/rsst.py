@@ -7,9 +7,17 @@ step (``rsst_lambda``); at the end the groups are cut, their norms by then near 
 A unit's group is its entries in every member tensor (``weight_matrices``: the coupling spec without the
 dt_bias buffer and without A_log, whose value is no size — see refill.py); D and the biases are in it.
 An entry shared by two members of the same unit (x_proj[c, c]: input column c and Δ row c) counts once
-per member. Penalties: ``group_l2`` = λ·Σ_g ||w_g||², ``group_lasso`` = λ·Σ_g ||w_g||₂. The penalty is a
-gradient added by ``after_backward`` after clipping (fp32, outside autocast), vectorised per member tensor with
-``index_select``.
+per member. Penalties: ``group_l2`` = λ·Σ_g ||w_g||², ``group_lasso`` = λ·Σ_g ||w_g||₂.
+
+How the penalty acts (``update``):
+- ``gradient``: its gradient is added by ``after_backward`` after clipping (fp32, outside autocast), vectorised
+  per member tensor with ``index_select``, and goes through the optimizer. Under Adam(W) the update is
+  normalised, so a weight moves about lr per step however large λ is: with a small lr and a short round, a
+  group that starts large (D starts at 1) cannot reach zero.
+- ``decoupled``: after every optimizer step, ``after_step`` applies the penalty's proximal map with step size
+  lr (the current learning rate), like AdamW's decoupled weight decay: group_l2 scales each target group by
+  1 / (1 + 2·lr·λ); group_lasso by max(0, 1 − lr·λ / ||w_g||), which sets a group to exactly zero once its
+  norm is below lr·λ. λ·lr is then the shrink rate per step, whatever the optimizer.
 """
 
 from __future__ import annotations
@@ -18,13 +26,15 @@ from collections.abc import Mapping
 
 import torch
 
-from .refill import weight_matrices
+from .refill import weight_matrices, weight_members
 from .schedule import rsst_lambda
-from .units import KINDS
+from .units import KINDS, block_prefix, width_of
 
-__all__ = ["RSST_PENALTIES", "group_sq_norms", "group_norms", "removal_plan", "RSSTRegularizer"]
+__all__ = ["RSST_PENALTIES", "RSST_UPDATES", "group_sq_norms", "group_norms", "scale_units", "removal_plan",
+           "RSSTRegularizer"]
 
 RSST_PENALTIES = ("group_l2", "group_lasso")
+RSST_UPDATES = ("gradient", "decoupled")
 
 
 def _state_and_config(model_or_state, config: Mapping | None) -> tuple[Mapping[str, torch.Tensor], Mapping]:
@@ -55,6 +65,21 @@ def group_norms(model_or_state, config: Mapping | None, kind: str,
                 for i, u in enumerate(block_units)]
 
 
+@torch.no_grad()
+def scale_units(params: Mapping[str, torch.Tensor], config: Mapping, kind: str, i: int, units: torch.Tensor,
+                factor: torch.Tensor) -> None:
+    """Multiply unit ``units[j]``'s entries in every member tensor by ``factor[j]``, in place (A_log and the
+    dt_bias buffer are not weights: left alone). x_proj[c, c] belongs to two members and is scaled by both."""
+    w = width_of(config, kind, i)
+    for m in weight_members(config, kind):
+        t = params[block_prefix(i) + m.name]
+        scale = torch.ones(t.shape[m.dim], dtype=t.dtype, device=t.device)
+        scale[m.offset * w + units.to(t.device)] = factor.to(device=t.device, dtype=t.dtype)
+        shape = [1] * t.ndim
+        shape[m.dim] = -1
+        t.mul_(scale.view(shape))
+
+
 def removal_plan(remove: Mapping[str, list[list[int]]], config: Mapping) -> dict:
     """The plan (kept lists, see plan.py) that cuts the ``remove`` units: their complement per block."""
     plan = {}
@@ -65,16 +90,20 @@ def removal_plan(remove: Mapping[str, list[list[int]]], config: Mapping) -> dict
 
 
 class RSSTRegularizer:
-    """Training-loop hook: ``after_backward`` adds the gradient of λ(progress)·penalty of the target groups, every step.
+    """Training-loop hook applying λ(progress)·penalty of the target groups every step: as a gradient
+    (``after_backward``) or as a decoupled proximal step after the optimizer's (``after_step``), see ``update``.
 
     ``remove``: {kind: [units to remove in block 0, ...]} for the round. ``lambda_trace`` holds the λ of
     every call; ``on_epoch_end`` logs λ and the mean target / non-target group norms.
     """
 
     def __init__(self, model: torch.nn.Module, remove: Mapping[str, list[list[int]]], strength: float,
-                 schedule: str = "exp", exponent: float = 4.0, penalty: str = "group_l2"):
+                 schedule: str = "exp", exponent: float = 4.0, penalty: str = "group_l2", update: str = "gradient"):
         if penalty not in RSST_PENALTIES:
             raise ValueError(f"rsst penalty must be one of {', '.join(RSST_PENALTIES)}; got {penalty!r}")
+        if update not in RSST_UPDATES:
+            raise ValueError(f"rsst update must be one of {', '.join(RSST_UPDATES)}; got {update!r}")
+        self.update = update
         rsst_lambda(1.0, strength, schedule, exponent)  # validates the schedule now, not at step 1
         self.model, self.config = model, dict(model.config)
         self.strength, self.schedule, self.exponent, self.penalty = strength, schedule, exponent, penalty
@@ -92,13 +121,17 @@ class RSSTRegularizer:
         self.lambda_trace: list[float] = []
         self._device = torch.device("cpu")
 
-    def penalty_value(self, model: torch.nn.Module) -> torch.Tensor | None:
-        """Σ over target groups of ||w_g||² (group_l2) or ||w_g||₂ (group_lasso), without λ."""
+    def _params(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         params = dict(model.named_parameters())
         device = next(iter(params.values())).device
         if self._device != device:  # index tensors live where the weights are: no per-step host copies
             self.targets = {k: [u.to(device) for u in v] for k, v in self.targets.items()}
             self._device = device
+        return params
+
+    def penalty_value(self, model: torch.nn.Module) -> torch.Tensor | None:
+        """Σ over target groups of ||w_g||² (group_l2) or ||w_g||₂ (group_lasso), without λ."""
+        params = self._params(model)
         total = None
         for kind, blocks in self.targets.items():
             for i, units in enumerate(blocks):
@@ -118,8 +151,10 @@ class RSSTRegularizer:
         return None if value is None else lam * value
 
     def after_backward(self, model: torch.nn.Module, progress: float) -> None:
-        """Add the penalty's gradient to ``.grad`` after the data gradient was clipped, so a strong λ is
-        never scaled down by clipping and never scales the data gradient down either."""
+        """``gradient`` update: add the penalty's gradient to ``.grad`` after the data gradient was clipped, so
+        a strong λ is never scaled down by clipping and never scales the data gradient down either."""
+        if self.update != "gradient":
+            return
         with torch.enable_grad():
             value = self.penalty_term(model, progress)
         if value is None:
@@ -129,6 +164,25 @@ class RSSTRegularizer:
         for p, g in zip(params, grads):
             if g is not None:
                 p.grad = g if p.grad is None else p.grad.add_(g)
+
+    @torch.no_grad()
+    def after_step(self, model: torch.nn.Module, progress: float, lr: float) -> None:
+        """``decoupled`` update: the penalty's proximal map at step size ``lr`` on every target group."""
+        if self.update != "decoupled":
+            return
+        lam = rsst_lambda(progress, self.strength, self.schedule, self.exponent)
+        self.lambda_trace.append(lam)
+        params = self._params(model)
+        for kind, blocks in self.targets.items():
+            for i, units in enumerate(blocks):
+                if units.numel() == 0:
+                    continue
+                if self.penalty == "group_l2":
+                    factor = torch.full(units.shape, 1.0 / (1.0 + 2.0 * lr * lam), dtype=torch.float64)
+                else:
+                    norms = group_sq_norms(params, self.config, kind, i, units).sqrt()
+                    factor = (1.0 - lr * lam / norms.clamp_min(1e-30)).clamp_min(0.0)
+                scale_units(params, self.config, kind, i, units, factor)
 
     def norms(self) -> dict[str, float]:
         """Mean group norm of the target units and of all other units (over the targeted kinds)."""
