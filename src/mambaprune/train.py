@@ -287,7 +287,7 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: TrainCfg, epochs: int, 
                 if term is not None:
                     loss = loss + term
 
-            # backward, hooks' gradient edits, clip, step
+            # backward, clip, hooks' gradient edits, step, hooks' weight edits
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = None
