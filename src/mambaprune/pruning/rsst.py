@@ -178,7 +178,8 @@ class RSSTRegularizer:
                 if units.numel() == 0:
                     continue
                 if self.penalty == "group_l2":
-                    factor = torch.full(units.shape, 1.0 / (1.0 + 2.0 * lr * lam), dtype=torch.float64)
+                    factor = torch.full(units.shape, 1.0 / (1.0 + 2.0 * lr * lam), dtype=torch.float64,
+                                        device=units.device)  # no per-step host copies on CUDA
                 else:
                     norms = group_sq_norms(params, self.config, kind, i, units).sqrt()
                     factor = (1.0 - lr * lam / norms.clamp_min(1e-30)).clamp_min(0.0)
