@@ -14,7 +14,7 @@ set -euo pipefail
 export MAMBAPRUNE_TRACKING=${MAMBAPRUNE_TRACKING:-0} MAMBAPRUNE_NO_PROGRESS=1 PYTHONPATH=src PYTHONUNBUFFERED=1
 RESULTS=${RESULTS:-results}; SEED=${SEED:-0}
 ROWS=${ROWS:-"dense refill rsst magnitude-l1 random mlp50"}
-PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-15}; ROUND_EPOCHS=${ROUND_EPOCHS:-3}; FINETUNE_EPOCHS=${FINETUNE_EPOCHS:-3}
+PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-22}; ROUND_EPOCHS=${ROUND_EPOCHS:-3}; FINETUNE_EPOCHS=${FINETUNE_EPOCHS:-3}
 [ -d .cache/cifar10-jpg ] || tar xzf .cache/cifar10-jpg.tar.gz -C .cache
 [ -f .cache/params.orig.yaml ] || cp params.yaml .cache/params.orig.yaml
 cp .cache/params.orig.yaml params.yaml
