@@ -70,6 +70,17 @@ def _time_major(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return x.transpose(0, 1).to(dtype).contiguous()
 
 
+def _time_major_inputs(u, delta, A, B, C, delta_bias, cdt):
+    """What forward and backward both start from, time-major in ``cdt``: u, B, C, x = Δ_raw + bias,
+    Δ = softplus(x), Δu and A2 = A·log2(e)."""
+    ut, Bt, Ct = _time_major(u, cdt), _time_major(B, cdt), _time_major(C, cdt)
+    x = _time_major(delta, cdt)
+    if delta_bias is not None:
+        x = x + delta_bias.to(cdt)
+    dt = _softplus(x)
+    return ut, Bt, Ct, x, dt, dt * ut, A.to(cdt) * LOG2E
+
+
 def _sum_n(x: torch.Tensor, ones: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """Sum over the last (state) dim of a contiguous (..., n) tensor as a GEMV: ~1.7x faster than ``sum(-1)``."""
     return torch.mv(x.view(-1, x.shape[-1]), ones, out=out.view(-1))
@@ -91,13 +102,7 @@ class _SelectiveScanCPU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias):
         cdt = _compute_dtype(u)
-        ut, Bt, Ct = _time_major(u, cdt), _time_major(B, cdt), _time_major(C, cdt)
-        dt = _time_major(delta, cdt)
-        if delta_bias is not None:
-            dt = dt + delta_bias.to(cdt)
-        dt = _softplus(dt)
-        dtu = dt * ut
-        A2 = A.to(cdt) * LOG2E
+        ut, Bt, Ct, _, dt, dtu, A2 = _time_major_inputs(u, delta, A, B, C, delta_bias, cdt)
         l, b, d = ut.shape
         n = A2.shape[1]
         K = _chunk_len(l, b, d, n, ut.element_size())
@@ -124,14 +129,8 @@ class _SelectiveScanCPU(torch.autograd.Function):
     def backward(ctx, gout):
         u, delta, A, B, C, D, z, delta_bias, ckpts, y = ctx.saved_tensors
         cdt = ckpts.dtype
-        ut, Bt, Ct = _time_major(u, cdt), _time_major(B, cdt), _time_major(C, cdt)
-        x = _time_major(delta, cdt)
-        if delta_bias is not None:
-            x = x + delta_bias.to(cdt)
-        dt = _softplus(x)
-        dtu = dt * ut
+        ut, Bt, Ct, x, dt, dtu, A2 = _time_major_inputs(u, delta, A, B, C, delta_bias, cdt)
         Af, Df = A.to(cdt), D.to(cdt)
-        A2 = Af * LOG2E
         g = _time_major(gout, cdt)
         if z is not None:
             zt = _time_major(z, cdt)
