@@ -228,22 +228,30 @@ def _rowmajor(x):
     return x if x.stride(-1) == 1 else x.contiguous()
 
 
+def _common_args(u, delta, A, B, C, D, z, delta_bias):
+    """The 8 leading tensor arguments of both kernels, in the layout they assume (unit stride on the last dim,
+    dense A and D); u and D stand in for an absent z / bias (never read: HAS_Z / HAS_BIAS are off)."""
+    u, delta, B, C = map(_rowmajor, (u, delta, B, C))
+    zz = _rowmajor(z) if z is not None else u
+    return u, delta, zz, B, C, A.contiguous(), D.contiguous(), delta_bias if delta_bias is not None else D
+
+
+def _row_strides(*tensors):
+    """(batch stride, token stride) of each (b, l, k) tensor, flattened, in the order the kernels take them."""
+    return [s for t in tensors for s in (t.stride(0), t.stride(1))]
+
+
 def _launch_fwd(u, delta, A, B, C, D, z, delta_bias):
     """(output, state checkpoints every CHUNK tokens): the backward recomputes the states from the checkpoints."""
-    u, delta, B, C = map(_rowmajor, (u, delta, B, C))
-    z = _rowmajor(z) if z is not None else None
-    A, D = A.contiguous(), D.contiguous()
+    args = _common_args(u, delta, A, B, C, D, z, delta_bias)
+    u, delta, zz, B, C, A = args[:6]
     b, l, d = u.shape
     n = A.shape[1]
     K = min(CHUNK, l)
     out = torch.empty((b, l, d), device=u.device, dtype=u.dtype)
     ck = torch.empty((b, triton.cdiv(l, K), d, n), device=u.device, dtype=torch.float32)
-    zz = z if z is not None else u
     _scan_fwd_kernel[(b, triton.cdiv(d, FWD_BLOCK_D))](
-        u, delta, zz, B, C, A, D, delta_bias if delta_bias is not None else D, out, ck,
-        d, n,
-        u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), zz.stride(0), zz.stride(1),
-        B.stride(0), B.stride(1), C.stride(0), C.stride(1), out.stride(0), out.stride(1),
+        *args, out, ck, d, n, *_row_strides(u, delta, zz, B, C, out),
         L=l, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, BLOCK=FWD_BLOCK_D,
         K=K, N=triton.next_power_of_2(n), num_warps=FWD_WARPS,
     )
@@ -252,9 +260,9 @@ def _launch_fwd(u, delta, A, B, C, D, z, delta_bias):
 
 def _launch_bwd(gout, u, delta, A, B, C, D, z, delta_bias, ck):
     """Gradients of every input; an absent z / delta_bias gets an empty tensor (a custom op cannot return None)."""
-    u, delta, B, C, gout = map(_rowmajor, (u, delta, B, C, gout))
-    z = _rowmajor(z) if z is not None else None
-    A, D = A.contiguous(), D.contiguous()
+    args = _common_args(u, delta, A, B, C, D, z, delta_bias)
+    u, delta, zz, B, C, A = args[:6]
+    gout = _rowmajor(gout)
     b, l, d = u.shape
     n = A.shape[1]
     N = triton.next_power_of_2(n)
@@ -269,15 +277,12 @@ def _launch_bwd(gout, u, delta, A, B, C, D, z, delta_bias, ck):
     dA_part = torch.empty((b, d, n), device=dev, dtype=f32)
     dD_part = torch.empty((b, d), device=dev, dtype=f32)
     dbias_part = torch.empty((b, d), device=dev, dtype=f32)
-    zz = z if z is not None else u
-    strides = (u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), zz.stride(0), zz.stride(1),
-               B.stride(0), B.stride(1), C.stride(0), C.stride(1), gout.stride(0), gout.stride(1))
-    flags = dict(L=l, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, BLOCK=BLOCK, N=N, num_warps=BWD_WARPS)
-    bias = delta_bias if delta_bias is not None else D
     grads = (du, ddelta, dz if z is not None else du, dB_part, dC_part, dA_part, dD_part, dbias_part)
     scratch = torch.empty(b * nblk * (K + 1) * BLOCK * N, device=dev, dtype=f32)
-    _scan_bwd_kernel[(b, nblk)](u, delta, zz, B, C, A, D, bias, gout, ck, scratch, *grads, b, d, n, nblk,
-                                *strides, K=K, **flags)
+    _scan_bwd_kernel[(b, nblk)](
+        *args, gout, ck, scratch, *grads, b, d, n, nblk, *_row_strides(u, delta, zz, B, C, gout),
+        L=l, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, BLOCK=BLOCK, K=K, N=N, num_warps=BWD_WARPS,
+    )
     dbias = dbias_part.sum(0).to(delta_bias.dtype) if delta_bias is not None else u.new_empty(0)
     return (du, ddelta, dA_part.sum(0).to(A.dtype), dB_part.sum(0).to(B.dtype), dC_part.sum(0).to(C.dtype),
             dD_part.sum(0).to(D.dtype), dz, dbias)
