@@ -14,8 +14,8 @@ import argparse
 import re
 
 import torch
-import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
+from train_throughput import warm_train_step  # the same step the throughput benchmark times
 
 from mambaprune import create_model
 
@@ -42,21 +42,7 @@ def main() -> None:
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     batch = args.batch or (1024 if cuda else 16)
-    model = create_model(args.model).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=cuda)
-    net = torch.compile(model) if args.compile and cuda else model
-    x = torch.rand(batch, 3, 32, 32, device=device)
-    y = torch.randint(0, 10, (batch,), device=device)
-
-    def step():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-            loss = F.cross_entropy(net(x).float(), y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    for _ in range(3):  # warm-up: compilation, autotuning, allocator
-        step()
+    step = warm_train_step(create_model(args.model), batch, device, args.compile and cuda)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as prof:
         for _ in range(args.steps):
