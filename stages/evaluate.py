@@ -7,8 +7,7 @@ from mambaprune.checkpoint import load_checkpoint
 from mambaprune.config import load_params
 from mambaprune.counting import size_summary
 from mambaprune.data import load_meta, make_loaders
-from mambaprune.plots import write_json
-from mambaprune.runtime import accuracy_of, check_fits_data, check_same_arch, stage_main
+from mambaprune.runtime import accuracy_of, check_fits_data, check_same_arch, publish_metrics, stage_main
 from mambaprune.speed import compare_throughput
 from mambaprune.tracking import stage_run
 from mambaprune.train import resolve_device
@@ -41,8 +40,7 @@ def main() -> None:
             "speedup": speed["pruned"] / speed["dense"], "device": str(device),
             "throughput_batch": params.evaluate.throughput_batch, "wall_time_s": time.time() - start,
         }
-        run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
-        write_json(paths.metrics_file("evaluate"), metrics)
+        publish_metrics(run, "evaluate", metrics)
     print(f"evaluate: test {acc['test_acc']:.4f} (dense {dense_acc['test_acc']:.4f}), params "
           f"{final_sum['params']:,} / {dense_sum['params']:,}, speedup {metrics['speedup']:.2f}x on {device}")
 

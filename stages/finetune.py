@@ -11,7 +11,6 @@ from mambaprune.config import load_params
 from mambaprune.counting import size_summary
 from mambaprune.data import load_meta, make_loaders
 from mambaprune.distributed import is_main
-from mambaprune.plots import write_json
 from mambaprune.runtime import (
     accuracy_of,
     bind_fit,
@@ -19,6 +18,7 @@ from mambaprune.runtime import (
     clear_resume,
     fingerprint,
     init_stage,
+    publish_metrics,
     seed_everything,
     stage_main,
     tracked_run,
@@ -45,8 +45,7 @@ def main() -> None:
         acc = accuracy_of(model, val, test, device)
         save_checkpoint(model, paths.checkpoint("finetuned"), plans=list(extra.get("plans", [])))
         metrics = {**acc, **size_summary(model), "epochs": len(history), "wall_time_s": time.time() - start}
-        run.log_metrics({k: v for k, v in metrics.items() if not isinstance(v, list)})
-        write_json(paths.metrics_file("finetune"), metrics)
+        publish_metrics(run, "finetune", metrics)
     clear_resume("finetune")
     print(f"finetune: val {acc['val_acc']:.4f} test {acc['test_acc']:.4f}")
 

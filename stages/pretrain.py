@@ -13,7 +13,6 @@ from mambaprune.config import load_params
 from mambaprune.counting import size_summary
 from mambaprune.data import make_loaders
 from mambaprune.distributed import is_main
-from mambaprune.plots import write_json
 from mambaprune.runtime import (
     REWIND_EPOCHS,
     accuracy_of,
@@ -22,6 +21,7 @@ from mambaprune.runtime import (
     clear_resume,
     fingerprint,
     init_stage,
+    publish_metrics,
     seed_everything,
     stage_main,
     tracked_run,
@@ -59,8 +59,7 @@ def main() -> None:
         for f in sorted(snapshots.glob("epoch*.pt")):
             shutil.copy2(f, paths.epoch_checkpoint(int(f.stem[5:])))
         metrics = {**acc, **size_summary(model), "epochs": len(history), "wall_time_s": time.time() - start}
-        run.log_metrics({k: v for k, v in metrics.items() if not isinstance(v, list)})
-        write_json(paths.metrics_file("pretrain"), metrics)
+        publish_metrics(run, "pretrain", metrics)
     clear_resume("pretrain")
     print(f"pretrain: val {acc['val_acc']:.4f} test {acc['test_acc']:.4f} params {metrics['params']:,}")
 

@@ -15,7 +15,6 @@ from mambaprune.config import ConfigError, load_params
 from mambaprune.counting import count_params
 from mambaprune.data import load_meta, make_loaders
 from mambaprune.distributed import is_main
-from mambaprune.plots import write_json
 from mambaprune.pruning.rounds import RoundContext, run_round
 from mambaprune.runtime import (
     REWIND_EPOCHS,
@@ -28,6 +27,7 @@ from mambaprune.runtime import (
     fingerprint,
     full_batches,
     init_stage,
+    publish_metrics,
     seed_everything,
     stage_main,
     tracked_run,
@@ -123,9 +123,8 @@ def main() -> None:
             for i, lam in enumerate(trace):
                 if i % max(1, len(trace) // 200) == 0:
                     run.log_metrics({"rsst_lambda": lam}, step=i)
-        run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+        publish_metrics(run, stage, metrics)
         run.log_metrics({f"cut/{k}": v for k, v in record["norms_at_cut"].items()})
-        write_json(paths.metrics_file(stage), metrics)
         for w in metrics["selection_warnings"]:
             print(f"warning: {w}", file=sys.stderr)
     clear_resume(stage)

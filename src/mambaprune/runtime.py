@@ -24,7 +24,8 @@ import torch
 
 from . import distributed
 from .config import ConfigError, Params
-from .paths import RESUME_DIR, resume_file, stage_plots_dir, stage_slug
+from .paths import RESUME_DIR, metrics_file, resume_file, stage_plots_dir, stage_slug
+from .plots import write_json
 
 REWIND_EPOCHS = 5  # pretrain keeps snapshots of epochs 0..5 for `prune.rewind: epoch`
 
@@ -191,3 +192,8 @@ def accuracy_of(model, val_loader, test_loader, device) -> dict[str, float]:
     val, test = evaluate(model, val_loader, device), evaluate(model, test_loader, device)
     return {"val_acc": val["acc"], "val_loss": val["loss"], "test_acc": test["acc"], "test_loss": test["loss"]}
 
+
+def publish_metrics(run, stage: str, metrics: dict) -> None:
+    """A stage's final metrics: the scalar ones to its MLflow run, all of them to ``metrics/<stage>.json``."""
+    run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+    write_json(metrics_file(stage), metrics)
