@@ -68,16 +68,16 @@ def group_norms(model_or_state, config: Mapping | None, kind: str,
 @torch.no_grad()
 def scale_units(params: Mapping[str, torch.Tensor], config: Mapping, kind: str, i: int, units: torch.Tensor,
                 factor: torch.Tensor) -> None:
-    """Multiply unit ``units[j]``'s entries in every member tensor by ``factor[j]``, in place (A_log and the
-    dt_bias buffer are not weights: left alone). x_proj[c, c] belongs to two members and is scaled by both."""
+    """Multiply unit ``units[j]``'s entries in every member tensor by ``factor[j]``, in place, touching only
+    those slices (A_log and the dt_bias buffer are not weights: left alone). x_proj[c, c] belongs to two
+    members and is scaled by both."""
     w = width_of(config, kind, i)
     for m in weight_members(config, kind):
         t = params[block_prefix(i) + m.name]
-        scale = torch.ones(t.shape[m.dim], dtype=t.dtype, device=t.device)
-        scale[m.offset * w + units.to(t.device)] = factor.to(device=t.device, dtype=t.dtype)
+        idx = m.offset * w + units.to(t.device)
         shape = [1] * t.ndim
         shape[m.dim] = -1
-        t.mul_(scale.view(shape))
+        t.index_copy_(m.dim, idx, t.index_select(m.dim, idx) * factor.to(t).view(shape))
 
 
 def removal_plan(remove: Mapping[str, list[list[int]]], config: Mapping) -> dict:
@@ -129,6 +129,12 @@ class RSSTRegularizer:
             self._device = device
         return params
 
+    def _step_lambda(self, progress: float) -> float:
+        """λ(progress), recorded in ``lambda_trace`` (one entry per training step, whichever update)."""
+        lam = rsst_lambda(progress, self.strength, self.schedule, self.exponent)
+        self.lambda_trace.append(lam)
+        return lam
+
     def penalty_value(self, model: torch.nn.Module) -> torch.Tensor | None:
         """Σ over target groups of ||w_g||² (group_l2) or ||w_g||₂ (group_lasso), without λ."""
         params = self._params(model)
@@ -145,8 +151,7 @@ class RSSTRegularizer:
 
     def penalty_term(self, model: torch.nn.Module, progress: float) -> torch.Tensor | None:
         """λ(progress)·penalty, differentiable; records λ in ``lambda_trace`` (one entry per step)."""
-        lam = rsst_lambda(progress, self.strength, self.schedule, self.exponent)
-        self.lambda_trace.append(lam)
+        lam = self._step_lambda(progress)
         value = self.penalty_value(model)
         return None if value is None else lam * value
 
@@ -170,8 +175,7 @@ class RSSTRegularizer:
         """``decoupled`` update: the penalty's proximal map at step size ``lr`` on every target group."""
         if self.update != "decoupled":
             return
-        lam = rsst_lambda(progress, self.strength, self.schedule, self.exponent)
-        self.lambda_trace.append(lam)
+        lam = self._step_lambda(progress)
         params = self._params(model)
         for kind, blocks in self.targets.items():
             for i, units in enumerate(blocks):
