@@ -1,4 +1,5 @@
-"""Selective-scan speed: fwd+bwd time per call, ref vs cpu on CPU and ref vs triton on CUDA, with ratios.
+"""Selective-scan speed: fwd+bwd time per call, ref vs cpu on CPU and ref vs triton on CUDA, with ratios; on
+CUDA also the causal conv1d + SiLU, nn.Conv1d (the model's CPU path) vs the fused Triton kernel.
 
     PYTHONPATH=src python benchmarks/scan_bench.py            # both sections (CUDA only when available)
     PYTHONPATH=src python benchmarks/scan_bench.py --sweep    # also try Triton block/warp configurations
@@ -81,8 +82,37 @@ def bench_gpu(reps, sweep):
             print(f"{str(shape):<24}{str(dtype)[6:]:<10}{t_ref * 1e3:>10.2f}{t_tri * 1e3:>11.3f}"
                   f"{t_fwd * 1e3:>9.3f}{t_ref / t_tri:>11.1f}x")
         print(f"  -> 24 scan calls (mamba_small, one direction per block): {24 * t_tri * 1e3:.1f} ms fwd+bwd per step")
+    bench_conv(reps, sweep)
     if sweep:
         sweep_triton(scan_triton, reps)
+
+
+def bench_conv(reps, sweep):
+    """Causal conv1d + SiLU on mamba_small's (b, l, d_inner) x half of in_proj, bf16 as under autocast."""
+    from mambaprune.models import conv_triton
+    from mambaprune.models.mamba import SelectiveSSM
+
+    b, l, d, _ = GPU_SHAPES[0]
+    ssm = SelectiveSSM(d, 16).cuda()
+    x = torch.randn(b, l, 2 * d, device="cuda", dtype=torch.bfloat16)[..., :d].detach().requires_grad_()
+    w, bias = ssm.conv1d.weight.squeeze(1), ssm.conv1d.bias
+
+    def torch_path(x, *_):
+        with torch.autocast("cuda", torch.bfloat16):
+            return ssm.conv_silu(x)
+
+    args = (x, ssm.conv1d.weight, bias)
+    t_ref = time_call(torch_path, args, reps, True)
+    t_tri = time_call(lambda x, *_: conv_triton.causal_conv1d_silu_triton(x, w, bias), args, reps, True)
+    print(f"conv1d+SiLU {(b, l, d)} bf16 fwd+bwd: nn.Conv1d {t_ref * 1e3:.3f} ms, triton {t_tri * 1e3:.3f} ms, "
+          f"{t_ref / t_tri:.1f}x")
+    if sweep:
+        default = (conv_triton.BLOCK_L, conv_triton.BLOCK_D, conv_triton.WARPS)
+        for cfg in [(16, 64, 2), (32, 64, 4), (64, 32, 4), (64, 64, 4), (64, 128, 4), (64, 128, 8), (32, 128, 4)]:
+            conv_triton.BLOCK_L, conv_triton.BLOCK_D, conv_triton.WARPS = cfg
+            t = time_call(lambda x, *_: conv_triton.causal_conv1d_silu_triton(x, w, bias), args, reps, True)
+            print(f"sweep conv BLOCK_L={cfg[0]:<3} BLOCK_D={cfg[1]:<4} warps={cfg[2]}  fwd+bwd {t * 1e3:.3f} ms")
+        conv_triton.BLOCK_L, conv_triton.BLOCK_D, conv_triton.WARPS = default
 
 
 def sweep_triton(st, reps):
@@ -96,7 +126,7 @@ def sweep_triton(st, reps):
             t = time_call(lambda *a: st.selective_scan_triton(*a).requires_grad_(), args, reps, True)
         print(f"sweep bf16 fwd BLOCK_D={block:<4} warps={warps}  fwd {t * 1e3:.3f} ms")
     st.FWD_BLOCK_D, st.FWD_WARPS = default["FWD_BLOCK_D"], default["FWD_WARPS"]
-    for (block, warps), chunk in [(c, k) for c in [(32, 1), (32, 2), (64, 1), (64, 2), (128, 4)] for k in (4, 8, 16)]:
+    for (block, warps), chunk in [(c, k) for c in [(16, 1), (32, 1), (32, 2), (64, 2)] for k in (4, 8, 16)]:
         st.BWD_BLOCK_D, st.BWD_WARPS, st.CHUNK = block, warps, chunk
         t = time_call(st.selective_scan_triton, args, reps, True)
         print(f"sweep bf16 bwd BLOCK_D={block:<4} warps={warps} CHUNK={chunk:<3} fwd+bwd {t * 1e3:.3f} ms")

@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .registry import register_model
-from .scan import selective_scan
+from .scan import resolve_impl, selective_scan
 
 __all__ = ["VisionMamba", "MambaMixer", "SelectiveSSM", "Mlp", "Block"]
 
@@ -50,10 +50,19 @@ class SelectiveSSM(nn.Module):
         self.register_buffer("dt_bias", _inverse_softplus(dt))
         self.scan_impl = "auto"
 
+    def conv_silu(self, x: torch.Tensor) -> torch.Tensor:
+        """SiLU(causal depthwise conv) on (b, l, d_inner): a fused Triton kernel along with the Triton scan (no
+        transposes, see conv_triton.py), else ``self.conv1d`` on the transposed input."""
+        if resolve_impl(self.scan_impl, x) == "triton":
+            from .conv_triton import causal_conv1d_silu_triton
+
+            return causal_conv1d_silu_triton(x, self.conv1d.weight.squeeze(1), self.conv1d.bias)
+        l = x.shape[1]
+        return F.silu(self.conv1d(x.transpose(1, 2))[..., :l].transpose(1, 2))
+
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """x, z: (b, l, d_inner) → gated scan output (b, l, d_inner)."""
-        l = x.shape[1]
-        x = F.silu(self.conv1d(x.transpose(1, 2))[..., :l].transpose(1, 2))
+        x = self.conv_silu(x)
         delta, B, C = self.x_proj(x).split([self.d_inner, self.d_state, self.d_state], dim=-1)
         A = -torch.exp(self.A_log.float())
         return selective_scan(x, delta, A, B, C, self.D, z=z, delta_bias=self.dt_bias, impl=self.scan_impl)

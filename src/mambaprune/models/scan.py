@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["selective_scan", "selective_scan_ref", "SCAN_IMPLS"]
+__all__ = ["selective_scan", "selective_scan_ref", "resolve_impl", "SCAN_IMPLS"]
 
 SCAN_IMPLS = ("auto", "ref", "cpu", "triton")
 
@@ -60,12 +60,18 @@ def _triton_available() -> bool:
     return True
 
 
-def selective_scan(u, delta, A, B, C, D, z=None, delta_bias=None, impl: str = "auto"):
-    """Run the selective scan with the chosen implementation (arguments as in ``selective_scan_ref``)."""
+def resolve_impl(impl: str, u: torch.Tensor) -> str:
+    """The implementation ``impl`` means for tensors like ``u`` (``auto``: triton on CUDA when it imports)."""
     if impl not in SCAN_IMPLS:
         raise ValueError(f"scan impl must be one of {SCAN_IMPLS}, got {impl!r}")
     if impl == "auto":
-        impl = "triton" if (u.is_cuda and _triton_available()) else "cpu"
+        return "triton" if (u.is_cuda and _triton_available()) else "cpu"
+    return impl
+
+
+def selective_scan(u, delta, A, B, C, D, z=None, delta_bias=None, impl: str = "auto"):
+    """Run the selective scan with the chosen implementation (arguments as in ``selective_scan_ref``)."""
+    impl = resolve_impl(impl, u)
     if impl == "ref":
         return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias)
     if impl == "triton":
