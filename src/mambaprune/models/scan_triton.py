@@ -14,13 +14,17 @@ Works on CPU tensors under ``TRITON_INTERPRET=1`` (used by the tests, Triton 3.6
 imports cleanly without a GPU.
 
 Measured on one H200 (torch 2.11, Triton 3.6), mamba_small shape b=1024, l=64, d=384, n=16, per call
-(``python benchmarks/scan_bench.py --sweep``): fwd+bwd 1.9-2.1 ms (bf16 or fp32 inputs), forward alone
-0.45-0.5 ms; the autograd reference loop takes 55-57 ms (~28x). What moved it: one warp per program (the
-d-reductions for dB/dC stay in-warp) and BLOCK_D=32, 4.7 -> 2.7 ms; loading each token's inputs one step
-ahead, 2.7 -> 1.9 ms. Unrolling the token loop (2-8x) made the backward slower; CHUNK 4/8/16 are within
-10% (8 is best, checkpoints are (b, l/8, d, n) fp32). A chunk-parallel variant (a whole chunk of tokens
-loaded per step and ``tl.associative_scan`` over it) was 2.3x slower forward and 4x slower fwd+bwd at every
-chunk length (8/16/32) and block (8-32 channels, 2-8 warps) tried on 2026-11-29, so it was not kept.
+(``python benchmarks/scan_bench.py --sweep``): fwd+bwd 1.9-2.2 ms (bf16 or fp32 inputs), forward alone
+0.37-0.5 ms; the autograd reference loop takes 55-57 ms (~26x). In a compiled training step the backward is
+the largest single kernel (34 ms of 85 ms per step, ``benchmarks/step_profile.py --compile``); ncu on
+2026-11-29: 212 registers per thread, so 8 one-warp programs per SM (12.5 % occupancy), where the forward
+has 31 %. 16-channel blocks (half the registers per tile) made fwd+bwd slower (2.3 ms against 1.87).
+What moved it: one warp per program (the d-reductions for dB/dC stay in-warp) and BLOCK_D=32, 4.7 -> 2.7 ms;
+loading each token's inputs one step ahead, 2.7 -> 1.9 ms. Unrolling the token loop (2-8x) made the backward
+slower; CHUNK 4/8/16 are within 10% (8 is best, checkpoints are (b, l/8, d, n) fp32). A chunk-parallel
+variant (a whole chunk of tokens loaded per step and ``tl.associative_scan`` over it) was 2.3x slower forward
+and 4x slower fwd+bwd at every chunk length (8/16/32) and block (8-32 channels, 2-8 warps) tried on
+2026-11-29, so it was not kept.
 
 The launches are wrapped in ``torch.library`` custom ops (forward and backward) so ``torch.compile`` sees one
 opaque op with a known output shape instead of breaking the graph at every layer.
@@ -48,6 +52,22 @@ def _softplus(x):
     return tl.maximum(x, 0.0) + tl.where(w == 1.0, e, tl.log(w) * (e / den))
 
 
+LOG2E = tl.constexpr(1.4426950408889634)  # module constants a kernel may read must be tl.constexpr objects
+LN2 = tl.constexpr(0.6931471805599453)
+
+
+@triton.jit
+def _channel_params(A_ptr, D_ptr, bias_ptr, offs_d, md, offs_n, m2, NS, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):
+    """A·log2(e) (so exp(ΔA) = exp2(ΔA2)), D and the Δ bias for a block of channels, in fp32."""
+    A2 = tl.load(A_ptr + offs_d[:, None] * NS + offs_n[None, :], mask=m2, other=0.0).to(tl.float32) * LOG2E
+    Dv = tl.load(D_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
+    else:
+        bias = tl.zeros((BLOCK,), tl.float32)
+    return A2, Dv, bias
+
+
 @triton.jit
 def _scan_fwd_kernel(
     u_ptr, dl_ptr, z_ptr, B_ptr, C_ptr, A_ptr, D_ptr, bias_ptr, out_ptr, ck_ptr,
@@ -62,12 +82,7 @@ def _scan_fwd_kernel(
     offs_n = tl.arange(0, N)
     mn = offs_n < NS
     m2 = md[:, None] & mn[None, :]
-    A2 = tl.load(A_ptr + offs_d[:, None] * NS + offs_n[None, :], mask=m2, other=0.0).to(tl.float32) * 1.4426950408889634
-    Dv = tl.load(D_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
-    else:
-        bias = tl.zeros((BLOCK,), tl.float32)
+    A2, Dv, bias = _channel_params(A_ptr, D_ptr, bias_ptr, offs_d, md, offs_n, m2, NS, HAS_BIAS, BLOCK)
     u_ptr += pid_b * s_ub + offs_d
     dl_ptr += pid_b * s_db + offs_d
     z_ptr += pid_b * s_zb + offs_d
@@ -122,13 +137,7 @@ def _scan_bwd_kernel(
     offs_n = tl.arange(0, N)
     mn = offs_n < NS
     m2 = md[:, None] & mn[None, :]
-    A = tl.load(A_ptr + offs_d[:, None] * NS + offs_n[None, :], mask=m2, other=0.0).to(tl.float32)
-    A2 = A * 1.4426950408889634
-    Dv = tl.load(D_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
-    else:
-        bias = tl.zeros((BLOCK,), tl.float32)
+    A2, Dv, bias = _channel_params(A_ptr, D_ptr, bias_ptr, offs_d, md, offs_n, m2, NS, HAS_BIAS, BLOCK)
     # per-(batch) rows of the (b, l, d) tensors; the gradients du, dΔ, dz are contiguous (b, l, d)
     u_ptr += pid_b * s_ub + offs_d
     dl_ptr += pid_b * s_db + offs_d
@@ -208,7 +217,7 @@ def _scan_bwd_kernel(
             gdA = dh * dA_t * h_prev
             dA_acc += gdA * dt[:, None]
             dBu = tl.sum(dh * Bv[None, :], axis=1)
-            ddt = tl.sum(gdA * A, axis=1) + dBu * u
+            ddt = tl.sum(gdA * A2, axis=1) * LN2 + dBu * u  # A = A2·ln2: one (BLOCK, N) tile fewer held
             tl.store(dB_ptr + part_bn + t * NS, tl.sum(dh * (dt * u)[:, None], axis=0), mask=mn & valid)
             tl.store(du_ptr + row + t * DIM, (dBu * dt + gy * Dv).to(du_ptr.dtype.element_ty), mask=md & valid)
             ddelta = tl.where(valid, ddt * tl.sigmoid(x), 0.0)
