@@ -3,9 +3,10 @@
     python benchmarks/prune_speedup.py [--ratio 0.7] [--scope global] [--compile]
 
 Measured side by side (interleaved rounds) in one run: bf16 batch 1024 throughput and batch-1 latency on
-CUDA (``--compile`` adds a torch.compile'd batch-1024 row); fp32 at a small batch on CPU. The FLOP ratio comes
-from ``count_flops``; "of ideal" = speedup / FLOP ratio (the reference's pruned model reached 2.83x for a 3.93x
-FLOP cut, 0.72 of ideal).
+CUDA, each eager and as a replayed CUDA graph (no Python or launch overhead: the GPU's own time); ``--compile``
+adds torch.compile'd rows (batch 1024, and batch 1024 and 1 as CUDA graphs); fp32 at a small batch on CPU.
+The FLOP ratio comes from ``count_flops``; "of ideal" = speedup / FLOP ratio (the reference's pruned model
+reached 2.83x for a 3.93x FLOP cut, 0.72 of ideal).
 """
 
 from __future__ import annotations
@@ -34,18 +35,19 @@ def main() -> None:
     print(f"params {p_dense:,} -> {p_pruned:,} ({1 - p_pruned / p_dense:.1%} fewer); "
           f"FLOPs {count_flops(dense) / 1e9:.3f} -> {count_flops(pruned) / 1e9:.3f} G ({flop_ratio:.2f}x)")
     print(f"pruned widths: ssm {pruned.ssm_widths}\n               mlp {pruned.mlp_widths}")
-    settings = [("cpu", args.cpu_batch, 5, False)]
+    settings = [("cpu", args.cpu_batch, 5, "")]  # (device, batch, iterations, mode)
     if torch.cuda.is_available():
-        settings = [("cuda", 1024, 20, False), ("cuda", 1, 50, False)] + settings
-        if args.compile:
-            settings.insert(1, ("cuda", 1024, 20, True))
-    for dev, batch, iters, compiled in settings:
+        cuda = [("cuda", 1024, 20, ""), ("cuda", 1024, 20, "graph"), ("cuda", 1, 50, ""), ("cuda", 1, 200, "graph")]
+        compiled = [("cuda", 1024, 20, "compiled"), ("cuda", 1024, 20, "compiled graph"),
+                    ("cuda", 1, 200, "compiled graph")]
+        settings = cuda + compiled * args.compile + settings
+    for dev, batch, iters, mode in settings:
         device = torch.device(dev)
         models = {"dense": dense.to(device), "pruned": pruned.to(device)}
-        if compiled:
+        if mode.startswith("compiled"):
             models = {name: torch.compile(m) for name, m in models.items()}
-            dev = "cuda compiled"
-        rates = compare_throughput(models, batch, iters, device)
+        rates = compare_throughput(models, batch, iters, device, cuda_graph=mode.endswith("graph"))
+        dev = f"{dev} {mode.replace('graph', 'CUDA graph')}".strip()
         speedup = rates["pruned"] / rates["dense"]
         unit = "img/s" if batch > 1 else "img/s (batch 1: 1/latency)"
         extra = f", latency {1e3 / rates['dense']:.2f} -> {1e3 / rates['pruned']:.2f} ms" if batch == 1 else ""
