@@ -108,7 +108,7 @@ def bench_conv(reps, sweep):
           f"{t_ref / t_tri:.1f}x")
     if sweep:
         default = (conv_triton.BLOCK_L, conv_triton.BLOCK_D, conv_triton.WARPS)
-        for cfg in [(16, 64, 2), (32, 64, 4), (64, 32, 4), (64, 64, 4), (64, 128, 4), (64, 128, 8), (32, 128, 4)]:
+        for cfg in [(8, 128, 4), (16, 64, 2), (16, 64, 4), (16, 128, 4), (32, 32, 4), (32, 64, 4), (64, 64, 4)]:
             conv_triton.BLOCK_L, conv_triton.BLOCK_D, conv_triton.WARPS = cfg
             t = time_call(lambda x, *_: conv_triton.causal_conv1d_silu_triton(x, w, bias), args, reps, True)
             print(f"sweep conv BLOCK_L={cfg[0]:<3} BLOCK_D={cfg[1]:<4} warps={cfg[2]}  fwd+bwd {t * 1e3:.3f} ms")

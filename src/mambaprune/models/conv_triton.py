@@ -12,11 +12,13 @@ whatever the input dtype.
 Runs on CPU tensors under ``TRITON_INTERPRET=1`` (the tests); ``SelectiveSSM.conv_silu`` in ``mamba.py`` picks it
 with the Triton scan and keeps ``nn.Conv1d`` otherwise.
 
-Measured on one H200, 2026-11-29, mamba_small's shape (1024, 64, 384) bf16: alone, fwd+bwd 0.57-0.67 ms against
-0.75-0.81 ms for the eager ``nn.Conv1d`` path (``benchmarks/scan_bench.py --no-cpu --sweep``; 64×64 tiles with 4
-warps was the best of the 7 tile shapes swept). Inside the compiled training step the gain is larger, because
-inductor wrapped cuDNN's conv in transposes and slow reductions: the conv's kernels went from about 32 ms to
-9.9 ms per step (``benchmarks/step_profile.py --compile``), and the step from 8.2k to 11.8k img/s.
+Measured on one H200, 2026-11-29, mamba_small's shape (1024, 64, 384) bf16: alone, fwd+bwd 0.57-0.78 ms against
+0.75-0.98 ms for the eager ``nn.Conv1d`` path (``benchmarks/scan_bench.py --no-cpu --sweep``; run-to-run spread
+about 20 %). 64×64 tiles with 4 warps was the fastest in two sweeps of 7 tile shapes each, although its backward
+spills (``benchmarks/kernel_resources.py``); tiles that do not spill (16×64, 4 warps: 160 registers) were
+slower. Inside the compiled training step the gain is larger, because inductor wrapped cuDNN's conv in
+transposes and slow reductions: the conv's kernels went from about 32 ms to 9.9 ms per step
+(``benchmarks/step_profile.py --compile``), and the step from 8.2k to 11.8k img/s.
 """
 
 from __future__ import annotations
