@@ -20,11 +20,14 @@ the largest single kernel (34 ms of 85 ms per step, ``benchmarks/step_profile.py
 2026-11-29: 212 registers per thread, so 8 one-warp programs per SM (12.5 % occupancy), where the forward
 has 31 %. 16-channel blocks (half the registers per tile) made fwd+bwd slower (2.3 ms against 1.87).
 What moved it: one warp per program (the d-reductions for dB/dC stay in-warp) and BLOCK_D=32, 4.7 -> 2.7 ms;
-loading each token's inputs one step ahead, 2.7 -> 1.9 ms. Unrolling the token loop (2-8x) made the backward
-slower; CHUNK 4/8/16 are within 10% (8 is best, checkpoints are (b, l/8, d, n) fp32). A chunk-parallel
-variant (a whole chunk of tokens loaded per step and ``tl.associative_scan`` over it) was 2.3x slower forward
-and 4x slower fwd+bwd at every chunk length (8/16/32) and block (8-32 channels, 2-8 warps) tried on
-2026-11-29, so it was not kept.
+loading each token's inputs one step ahead, 2.7 -> 1.9 ms; but loading the backward's h_{t-1} from the scratch
+at its use instead of a step ahead, with scalar scratch/checkpoint bases plus one int32 offset tile (no 64-bit
+pointer tiles), 1.84 -> 1.70 ms (no more spills, ``benchmarks/kernel_resources.py``). Laying the scratch and
+checkpoints out channel-major (threads along channels instead of states) gave 1.73 ms, not kept. Unrolling the
+token loop (2-8x) made the backward slower; CHUNK 4/8/16 are within 10% (8 is best, checkpoints are
+(b, l/8, d, n) fp32). A chunk-parallel variant (a whole chunk of tokens loaded per step and
+``tl.associative_scan`` over it) was 2.3x slower forward and 4x slower fwd+bwd at every chunk length (8/16/32)
+and block (8-32 channels, 2-8 warps) tried on 2026-11-29, so it was not kept.
 
 The launches are wrapped in ``torch.library`` custom ops (forward and backward) so ``torch.compile`` sees one
 opaque op with a known output shape instead of breaking the graph at every layer.
@@ -148,9 +151,10 @@ def _scan_bwd_kernel(
     C_ptr += pid_b * s_Cb + offs_n
     part_bn = (pid_d * batch + pid_b) * L * NS + offs_n  # dB/dC partials: (d-blocks, b, l, n)
     n_chunks: tl.constexpr = (L + K - 1) // K
-    ck_ptr += pid_b * n_chunks * DIM * NS + offs_d[:, None] * NS + offs_n[None, :]
+    ck_ptr += pid_b * n_chunks * DIM * NS
+    ck_tile = offs_d[:, None] * NS + offs_n[None, :]
     tile = tl.arange(0, BLOCK)[:, None] * N + offs_n[None, :]
-    sc_ptr += (pid_b * n_dblocks + pid_d) * (K + 1) * BLOCK * N + tile  # (K + 1) states
+    sc_ptr += (pid_b * n_dblocks + pid_d) * (K + 1) * BLOCK * N  # (K + 1) states
 
     carry = tl.zeros((BLOCK, N), tl.float32)  # ΔA_{t+1} * dh_{t+1}
     dA_acc = tl.zeros((BLOCK, N), tl.float32)
@@ -160,8 +164,8 @@ def _scan_bwd_kernel(
         c = n_chunks - 1 - cc
         t0 = c * K
         # recompute the chunk's states from its checkpoint: scratch slot j holds h_{t0 + j - 1}
-        h = tl.load(ck_ptr + c * DIM * NS, mask=m2, other=0.0)
-        tl.store(sc_ptr, h)
+        h = tl.load(ck_ptr + c * DIM * NS + ck_tile, mask=m2, other=0.0)
+        tl.store(sc_ptr + tile, h)
         u_n = tl.load(u_ptr + t0 * s_ul, mask=md, other=0.0)
         x_n = tl.load(dl_ptr + t0 * s_dl, mask=md, other=0.0)
         B_n = tl.load(B_ptr + t0 * s_Bl, mask=mn, other=0.0)
@@ -174,7 +178,7 @@ def _scan_bwd_kernel(
             B_n = tl.load(B_ptr + (t + 1) * s_Bl, mask=mn & nxt, other=0.0)
             dt = tl.where(t < L, _softplus(x), 0.0)
             h = tl.exp2(dt[:, None] * A2) * h + (dt * u)[:, None] * Bv[None, :]
-            tl.store(sc_ptr + (k + 1) * BLOCK * N, h)
+            tl.store(sc_ptr + (k + 1) * BLOCK * N + tile, h)
         tl.debug_barrier()
         # reverse in time; h holds h_t. Tokens past L: g = 0 and Δ = 0 make the step an identity, stores masked.
         t = t0 + K - 1
@@ -184,7 +188,6 @@ def _scan_bwd_kernel(
         B_n = tl.load(B_ptr + t * s_Bl, mask=mn & cur, other=0.0)
         C_n = tl.load(C_ptr + t * s_Cl, mask=mn & cur, other=0.0)
         g_n = tl.load(g_ptr + t * s_gl, mask=md & cur, other=0.0)
-        hp_n = tl.load(sc_ptr + (K - 1) * BLOCK * N)
         if HAS_Z:
             z_n = tl.load(z_ptr + t * s_zl, mask=md & cur, other=0.0)
         for kk in range(K):
@@ -192,14 +195,14 @@ def _scan_bwd_kernel(
             t = t0 + k
             valid = t < L
             u, x, Bv, Cv = u_n.to(tl.float32), x_n.to(tl.float32) + bias, B_n.to(tl.float32), C_n.to(tl.float32)
-            g, h_prev = g_n.to(tl.float32), hp_n
+            g = g_n.to(tl.float32)
+            h_prev = tl.load(sc_ptr + k * BLOCK * N + tile)  # loaded here, not a step ahead: 1.84 -> 1.70 ms
             prv = (k > 0) & (t - 1 < L)
             u_n = tl.load(u_ptr + (t - 1) * s_ul, mask=md & prv, other=0.0)
             x_n = tl.load(dl_ptr + (t - 1) * s_dl, mask=md & prv, other=0.0)
             B_n = tl.load(B_ptr + (t - 1) * s_Bl, mask=mn & prv, other=0.0)
             C_n = tl.load(C_ptr + (t - 1) * s_Cl, mask=mn & prv, other=0.0)
             g_n = tl.load(g_ptr + (t - 1) * s_gl, mask=md & prv, other=0.0)
-            hp_n = tl.load(sc_ptr + tl.maximum(k - 1, 0) * BLOCK * N)
             dt = tl.where(valid, _softplus(x), 0.0)
             if HAS_Z:
                 zv = z_n.to(tl.float32)
