@@ -12,13 +12,17 @@ whatever the input dtype.
 Runs on CPU tensors under ``TRITON_INTERPRET=1`` (the tests); ``SelectiveSSM.conv_silu`` in ``mamba.py`` picks it
 with the Triton scan and keeps ``nn.Conv1d`` otherwise.
 
-Measured on one H200, 2026-11-29, mamba_small's shape (1024, 64, 384) bf16: alone, fwd+bwd 0.57-0.78 ms against
-0.75-0.98 ms for the eager ``nn.Conv1d`` path (``benchmarks/scan_bench.py --no-cpu --sweep``; run-to-run spread
-about 20 %). 64×64 tiles with 4 warps was the fastest in two sweeps of 7 tile shapes each, although its backward
-spills (``benchmarks/kernel_resources.py``); tiles that do not spill (16×64, 4 warps: 160 registers) were
-slower. Inside the compiled training step the gain is larger, because inductor wrapped cuDNN's conv in
-transposes and slow reductions: the conv's kernels went from about 32 ms to 9.9 ms per step
+Measured on one H200, 2026-11-29, mamba_small's shape (1024, 64, 384) bf16, with 64×64 tiles: alone, fwd+bwd
+0.57-0.78 ms against 0.75-0.98 ms for the eager ``nn.Conv1d`` path (``benchmarks/scan_bench.py --no-cpu --sweep``;
+run-to-run spread about 20 %). Inside the compiled training step the gain was larger, because inductor wrapped
+cuDNN's conv in transposes and slow reductions: the conv's kernels went from about 32 ms to 9.9 ms per step
 (``benchmarks/step_profile.py --compile``), and the step from 8.2k to 11.8k img/s.
+
+Tiles of 32 tokens × 32 channels, 4 warps, are kept: 0.75 ms in a sweep where 64×64 gave 0.69 ms (within the
+spread; 16×64 was 0.97), and their backward does not spill under either Triton version
+(``benchmarks/kernel_resources.py``: 217 registers under Triton 3.6, 148 under 3.8), where 64×64 spills 2.6 KB
+per thread under 3.6 and 3.9 KB under 3.8 (torch 2.14's Triton, not timed on a GPU). Narrower channel tiles also
+waste less on pruned widths (88-136 channels).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import triton.language as tl
 
 __all__ = ["causal_conv1d_silu_triton"]
 
-BLOCK_L, BLOCK_D, WARPS = 64, 64, 4
+BLOCK_L, BLOCK_D, WARPS = 32, 32, 4  # tokens × channels per program (why: module docstring)
 
 
 @triton.jit
