@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 import torch.nn.functional as F
+from triton_interpreter import run_interpreted
 
 
 def conv_silu_ref(x, weight, bias):
@@ -88,12 +84,7 @@ print("RESULT" + json.dumps(out))
 def test_triton_interpreter_matches_reference():
     """Under TRITON_INTERPRET=1 on CPU, in a subprocess (the variable must be set before triton is imported)."""
     pytest.importorskip("triton")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "CUDA_VISIBLE_DEVICES": ""}
-    script = _SCRIPT.format(tests_dir=os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT")]
-    assert proc.returncode == 0 and lines, proc.stdout[-2000:] + proc.stderr[-4000:]
-    results = json.loads(lines[-1][len("RESULT"):])
+    results = run_interpreted(_SCRIPT)
     assert all(v == "ok" for v in results.values()), results
 
 

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
+from triton_interpreter import run_interpreted
 
 from mambaprune.models import scan_cpu
 from mambaprune.models.mamba import SelectiveSSM
@@ -133,12 +129,7 @@ def test_triton_interpreter_matches_reference():
     set before triton is imported). d=40 exercises a partial channel block, l=65 and l=21 partial chunks;
     ``opcheck`` tests the torch.library registration, and a model compiles with ``fullgraph=True``."""
     pytest.importorskip("triton")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "CUDA_VISIBLE_DEVICES": ""}
-    script = _TRITON_SCRIPT.format(tests_dir=os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT")]
-    assert proc.returncode == 0 and lines, proc.stdout[-2000:] + proc.stderr[-4000:]
-    results = json.loads(lines[-1][len("RESULT"):])
+    results = run_interpreted(_TRITON_SCRIPT)
     assert all(v == "ok" for v in results.values()), results
 
 
