@@ -31,6 +31,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .scan_triton import _rowmajor  # the same (b, l, k) layout rule as the scan's kernels
+
 __all__ = ["causal_conv1d_silu_triton"]
 
 BLOCK_L, BLOCK_D, WARPS = 32, 32, 4  # tokens × channels per program (why: module docstring)
@@ -99,10 +101,6 @@ def _conv_bwd_kernel(x_ptr, w_ptr, b_ptr, g_ptr, dx_ptr, dw_ptr, db_ptr, L, DIM,
 def _grid(x):
     b, l, d = x.shape
     return b, triton.cdiv(l, BLOCK_L), triton.cdiv(d, BLOCK_D)
-
-
-def _rowmajor(x):
-    return x if x.stride(-1) == 1 else x.contiguous()
 
 
 @torch.library.custom_op("mambaprune::causal_conv1d_silu_fwd", mutates_args=())
