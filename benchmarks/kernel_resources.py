@@ -19,16 +19,19 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from mambaprune.models import conv_triton, scan_triton
+from mambaprune.models import conv_triton, norm_triton, scan_triton
 
 CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
 FP32_POINTERS = {"A_ptr", "D_ptr", "bias_ptr", "ck_ptr", "sc_ptr", "dB_ptr", "dC_ptr", "dA_ptr", "dD_ptr",
-                 "dbias_ptr", "w_ptr", "b_ptr", "dw_ptr", "db_ptr"}  # the rest are bf16 activations
+                 "dbias_ptr", "w_ptr", "b_ptr", "dw_ptr", "db_ptr",
+                 "r_ptr", "rout_ptr", "drout_ptr", "dr_ptr", "mean_ptr", "rstd_ptr"}  # the rest are bf16 activations
+FP32_SCALARS = {"eps"}  # the other scalar arguments are integers
 
 
 def resources(kernel, constexprs: dict, num_warps: int, arch: int) -> str:
     signature = {name: "constexpr" if name in constexprs else
-                 ("*fp32" if name in FP32_POINTERS else "*bf16") if name.endswith("_ptr") else "i32"
+                 ("*fp32" if name in FP32_POINTERS else "*bf16") if name.endswith("_ptr") else
+                 "fp32" if name in FP32_SCALARS else "i32"
                  for name in kernel.arg_names}
     compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
                               target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
@@ -53,7 +56,11 @@ def main() -> None:
     conv = dict(W=4, BL=conv_triton.BLOCK_L, BD=conv_triton.BLOCK_D)
     rows += [("conv forward", conv_triton._conv_fwd_kernel, conv, conv_triton.WARPS),
              ("conv backward", conv_triton._conv_bwd_kernel, conv, conv_triton.WARPS)]
-    print(f"sm_{arch}, Triton {triton.__version__}, mamba_small's constants (L 64, n 16, conv width 4)")
+    norm = dict(BM=norm_triton.BLOCK_M, BN=256)
+    rows += [("add+norm fwd", norm_triton._add_norm_fwd_kernel, {**norm, "HAS_BRANCH": True}, norm_triton.WARPS),
+             ("add+norm bwd", norm_triton._add_norm_bwd_kernel, {**norm, "HAS_DROUT": True, "HAS_DX": True},
+              norm_triton.WARPS)]
+    print(f"sm_{arch}, Triton {triton.__version__}, mamba_small's constants (L 64, n 16, conv width 4, dim 192)")
     for name, kernel, constexprs, warps in rows:
         print(f"  {name:<15}{warps} warp(s)  {resources(kernel, constexprs, warps, arch)}")
 

@@ -1,5 +1,6 @@
 """Selective-scan speed: fwd+bwd time per call, ref vs cpu on CPU and ref vs triton on CUDA, with ratios; on
-CUDA also the causal conv1d + SiLU, nn.Conv1d (the model's CPU path) vs the fused Triton kernel.
+CUDA also the causal conv1d + SiLU, nn.Conv1d (the model's CPU path) vs the fused Triton kernel, and the residual
+add + LayerNorm, plain ops vs the fused Triton kernel.
 
     PYTHONPATH=src python benchmarks/scan_bench.py            # both sections (CUDA only when available)
     PYTHONPATH=src python benchmarks/scan_bench.py --sweep    # also try Triton block/warp configurations
@@ -40,6 +41,11 @@ def time_call(fn, args, reps, cuda):
             a.grad = None
         fn(*args).backward(gout)
 
+    return time_step(step, reps, cuda)
+
+
+def time_step(step, reps, cuda):
+    """Best-of-``reps`` seconds of ``step()`` after one warm-up call."""
     step()
     times = []
     for _ in range(reps):
@@ -83,6 +89,7 @@ def bench_gpu(reps, sweep):
                   f"{t_fwd * 1e3:>9.3f}{t_ref / t_tri:>11.1f}x")
         print(f"  -> 24 scan calls (mamba_small, one direction per block): {24 * t_tri * 1e3:.1f} ms fwd+bwd per step")
     bench_conv(reps, sweep)
+    bench_add_norm(reps, sweep)
     if sweep:
         sweep_triton(scan_triton, reps)
 
@@ -113,6 +120,42 @@ def bench_conv(reps, sweep):
             t = time_call(lambda x, *_: conv_triton.causal_conv1d_silu_triton(x, w, bias), args, reps, True)
             print(f"sweep conv BLOCK_L={cfg[0]:<3} BLOCK_D={cfg[1]:<4} warps={cfg[2]}  fwd+bwd {t * 1e3:.3f} ms")
         conv_triton.BLOCK_L, conv_triton.BLOCK_D, conv_triton.WARPS = default
+
+
+def bench_add_norm(reps, sweep):
+    """Residual add + LayerNorm at mamba_small's (b, l, dim), as run under bf16 autocast: fp32 residual stream,
+    bf16 branch; the plain ops (add, fp32 LayerNorm, cast for the next matmul) vs the fused Triton kernel."""
+    from mambaprune.models import norm_triton
+
+    b, l = GPU_SHAPES[0][:2]
+    dim = 192
+    resid = torch.randn(b, l, dim, device="cuda").requires_grad_()
+    branch = torch.randn(b, l, dim, device="cuda", dtype=torch.bfloat16).requires_grad_()
+    norm = torch.nn.LayerNorm(dim).cuda()
+    gy = torch.randn(b, l, dim, device="cuda", dtype=torch.bfloat16)
+    gres = torch.randn(b, l, dim, device="cuda")
+
+    def plain():
+        new = resid + branch
+        return torch.nn.functional.layer_norm(new, (dim,), norm.weight, norm.bias).to(torch.bfloat16), new
+
+    def fused():
+        return norm_triton.add_layer_norm_triton(resid, branch, norm.weight, norm.bias, norm.eps, torch.bfloat16)
+
+    def step(fn):
+        resid.grad = branch.grad = norm.weight.grad = norm.bias.grad = None
+        torch.autograd.backward(fn(), (gy, gres))
+
+    t_plain, t_fused = time_step(lambda: step(plain), reps, True), time_step(lambda: step(fused), reps, True)
+    print(f"add+LayerNorm {(b, l, dim)} fp32 stream + bf16 branch, fwd+bwd: plain ops {t_plain * 1e3:.3f} ms, "
+          f"triton {t_fused * 1e3:.3f} ms, {t_plain / t_fused:.1f}x  (48 per mamba_small step)")
+    if sweep:
+        default = (norm_triton.BLOCK_M, norm_triton.WARPS)
+        for cfg in [(1, 2), (2, 2), (4, 2), (4, 4), (8, 4), (8, 8), (16, 8)]:
+            norm_triton.BLOCK_M, norm_triton.WARPS = cfg
+            t = time_step(lambda: step(fused), reps, True)
+            print(f"sweep add+norm BLOCK_M={cfg[0]:<3} warps={cfg[1]}  fwd+bwd {t * 1e3:.3f} ms")
+        norm_triton.BLOCK_M, norm_triton.WARPS = default
 
 
 def sweep_triton(st, reps):

@@ -118,7 +118,7 @@ eager_grad = model.blocks[0].mixer.ssm[0].A_log.grad.clone()
 model.zero_grad()
 y = torch.compile(model, backend="aot_eager", fullgraph=True)(x)
 y.square().sum().backward()
-same = torch.equal(y, model(x)) and torch.allclose(model.blocks[0].mixer.ssm[0].A_log.grad, eager_grad)
+same = torch.allclose(y, model(x), atol=1e-5) and torch.allclose(model.blocks[0].mixer.ssm[0].A_log.grad, eager_grad)
 out["compile_fullgraph"] = "ok" if same and eager_grad.abs().sum() > 0 else "compiled model differs from eager"
 print("RESULT" + json.dumps(out))
 """

@@ -99,7 +99,27 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+def add_layer_norm(resid: torch.Tensor, branch: torch.Tensor | None, norm: nn.LayerNorm, fused: bool,
+                   out_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(norm(resid + branch), resid + branch); ``branch=None`` adds nothing. ``fused``: one Triton kernel for the add
+    and the norm (eager CUDA, see norm_triton.py) writing the normed output in ``out_dtype`` (default: the residual's);
+    the plain ops otherwise, and always under ``torch.compile``, whose inductor fuses them itself."""
+    if fused and not torch.compiler.is_compiling():
+        from .norm_triton import add_layer_norm_triton
+
+        out_dtype = out_dtype or torch.result_type(resid, branch if branch is not None else resid)
+        return add_layer_norm_triton(resid, branch, norm.weight, norm.bias, norm.eps, out_dtype)
+    if branch is not None:
+        resid = resid + branch
+    return norm(resid), resid
+
+
 class Block(nn.Module):
+    """Pre-norm block on the residual stream: x + mixer(norm1(x)), then + mlp(norm2(·)).
+
+    The block's last add is left to the next block (or the final norm), which takes it as ``branch`` so that every
+    residual add fuses with the LayerNorm after it (``add_layer_norm``)."""
+
     def __init__(self, dim: int, d_inner: int, mlp_hidden: int, d_state: int, d_conv: int, bidirectional: bool):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
@@ -107,9 +127,15 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, mlp_hidden)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.mixer(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+    def forward(self, resid: torch.Tensor, branch: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(residual stream, branch still to add to it) → the same pair after this block."""
+        fused = resolve_impl(self.mixer.ssm[0].scan_impl, resid) == "triton"
+        # under autocast the normed output goes straight to a matmul: the fused kernel writes it in that dtype
+        device = resid.device.type
+        out_dtype = torch.get_autocast_dtype(device) if fused and torch.is_autocast_enabled(device) else None
+        h, resid = add_layer_norm(resid, branch, self.norm1, fused, out_dtype)
+        h, resid = add_layer_norm(resid, self.mixer(h), self.norm2, fused, out_dtype)
+        return resid, self.mlp(h)
 
 
 class VisionMamba(nn.Module):
@@ -172,10 +198,12 @@ class VisionMamba(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.norm_mean) / self.norm_std
-        x = self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos_embed
+        resid = self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos_embed
+        branch = None
         for blk in self.blocks:
-            x = blk(x)
-        return self.norm(x)
+            resid, branch = blk(resid, branch)
+        fused = resolve_impl(self.blocks[-1].mixer.ssm[0].scan_impl, resid) == "triton"
+        return add_layer_norm(resid, branch, self.norm, fused)[0]
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(x.mean(dim=1))
