@@ -1,6 +1,7 @@
 """Training throughput of mamba_small vs a timm ViT of equal width and depth, side by side in one run.
 
     python benchmarks/train_throughput.py [--batch 1024] [--steps 20] [--no-compile]
+    python benchmarks/train_throughput.py --norms [--batch 512]   # eager mamba_small: fused vs plain add+LayerNorm
 
 Prints img/s, MFU (6.23 GFLOP per training image, the reference's figure for mamba_small) and peak memory
 for each model, eager and torch.compile'd, and the ratio mamba / ViT. bf16 autocast on CUDA (the
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -65,15 +67,53 @@ def bench(model, batch: int, steps: int, device: torch.device, compile: bool) ->
     return {"img_s": rate, "mfu": rate * TRAIN_FLOP_PER_IMAGE / H200_BF16_PEAK, "peak_gib": peak}
 
 
+def compare_norms(batch: int, device: torch.device, reps: int = 3, steps: int = 10) -> None:
+    """Eager mamba_small with the fused Triton add+LayerNorm (the default on CUDA) against the plain ops, interleaved;
+    wall-clock img/s and host time per step (the time until the step's Python returns: when it nears the wall time
+    per step, the GPU is waiting on the host). The plain path is what the model runs under torch.compile, so it is
+    forced by making ``torch.compiler.is_compiling`` answer True."""
+    def plain(on: bool):
+        return mock.patch("torch.compiler.is_compiling", return_value=on)
+
+    steps_by_path = {}
+    for fused in (True, False):
+        torch.manual_seed(0)
+        with plain(not fused):
+            steps_by_path[fused] = warm_train_step(create_model("mamba_small"), batch, device, compile=False)
+    runs = {True: [], False: []}
+    for _ in range(reps):
+        for fused, step in steps_by_path.items():
+            with plain(not fused):
+                torch.cuda.synchronize()
+                t0, host = time.perf_counter(), 0.0
+                for _ in range(steps):
+                    h0 = time.perf_counter()
+                    step()
+                    host += time.perf_counter() - h0
+                torch.cuda.synchronize()
+                runs[fused].append((batch * steps / (time.perf_counter() - t0), host / steps * 1e3))
+    for fused in (True, False):
+        print(f"mamba_small eager batch {batch}, {'fused' if fused else 'plain'} norms: "
+              f"{max(r[0] for r in runs[fused]):.0f} img/s (best of {reps}), host time per step "
+              f"{min(r[1] for r in runs[fused]):.1f} ms")
+    print(f"fused / plain: {max(r[0] for r in runs[True]) / max(r[0] for r in runs[False]):.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--norms", action="store_true", help="only compare fused and plain add+LayerNorm (CUDA, eager)")
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     batch = args.batch or (1024 if device.type == "cuda" else 32)
     torch.backends.cuda.matmul.allow_tf32 = True
+    if args.norms:
+        if device.type != "cuda":
+            raise SystemExit("--norms compares CUDA kernels: no CUDA device here")
+        compare_norms(batch, device)
+        return
     modes = [False] if args.no_compile or device.type != "cuda" else [False, True]
     models = {"mamba_small": lambda: create_model("mamba_small")}
     try:

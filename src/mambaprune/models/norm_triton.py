@@ -12,10 +12,14 @@ per-program partial sums that torch adds up after (deterministic, no atomics). A
 
 Measured on one H200 (torch 2.11, Triton 3.6), 2026-11-29, at mamba_small's (1024, 64, 192), fp32 stream + bf16
 branch: forward 41 µs (ncu; 3.1 TB/s) against 183 µs for the plain add + LayerNorm + cast, backward 88 µs
-(``benchmarks/scan_bench.py --no-cpu`` times both). In the eager training step the norms' kernels went
-from about 15 ms (LayerNorm, adds, casts) to 1.8 ms forward + 5.4 ms backward, and the step from 8.4k to 10.8k img/s
-(``benchmarks/train_throughput.py``). The backward first gave every block of rows its own program and partial
-row: 16,384 programs at 330 µs per call; programs that walk several row blocks (``BWD_PROGRAMS``) fixed that.
+(``benchmarks/scan_bench.py --no-cpu`` times fwd+bwd of both). The eager dense forward went from 30.0 to 18.1 ms of
+kernels (``benchmarks/step_profile.py --forward-only``); in the eager training step the fused kernels take 1.8 ms
+forward + 5.4 ms backward, and the step went from 8.4k to 10.8k img/s at batch 1024
+(``benchmarks/train_throughput.py``). Where the step waits on the host instead (batch 512 on that machine, about 100
+ms of host time per step), the Triton launches cost more host time than the ATen ops they replace: 4.6k vs 5.0k
+img/s (``benchmarks/train_throughput.py --norms --batch 512``). The backward first gave every block of rows its own
+program and partial row: 16,384 programs at 330 µs per call; programs that walk several row blocks
+(``BWD_PROGRAMS``) fixed that.
 
 Under ``torch.compile`` the model uses the plain ops instead (``mamba.add_layer_norm``): inductor fuses them itself.
 Runs on CPU tensors under ``TRITON_INTERPRET=1`` (the tests).
