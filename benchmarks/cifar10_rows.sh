@@ -5,6 +5,7 @@
 # ARCHIVE=file.tgz, a tarball of them after each row).
 #
 #   ROWS="dense refill rsst magnitude-l1 random mlp50" bash benchmarks/cifar10_rows.sh
+#   EXTRA="train.compile=true" ROWS="dense refill" bash benchmarks/cifar10_rows.sh # other settings on top of the base
 #   SEED=1 RESULTS=results/cifar10-jpg-seed1 bash benchmarks/cifar10_rows.sh     # another seed, for mean ± spread:
 #   python benchmarks/results_table.py results/cifar10-jpg results/cifar10-jpg-seed1
 #
@@ -23,7 +24,7 @@ python benchmarks/set_params.py seed=$SEED data.name=imagefolder data.root=.cach
   train.batch_size=512 train.lr=0.001 train.warmup_epochs=2 train.label_smoothing=0.1 train.crop_padding=4 \
   train.hflip=true train.device=cuda pretrain.epochs=$PRETRAIN_EPOCHS prune.epochs=$ROUND_EPOCHS \
   finetune.epochs=$FINETUNE_EPOCHS evaluate.batch_size=1024 evaluate.throughput_batch=1024 \
-  evaluate.throughput_iters=10
+  evaluate.throughput_iters=10 ${EXTRA:-}
 cp params.yaml .cache/params.base.yaml
 timed() { local t0=$SECONDS; "$@"; echo "  [$*: $((SECONDS - t0)) s]"; }
 archive() { [ -z "${ARCHIVE:-}" ] || tar czf "$ARCHIVE" -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")"; }
