@@ -131,8 +131,8 @@ class Block(nn.Module):
         """(residual stream, branch still to add to it) → the same pair after this block."""
         fused = resolve_impl(self.mixer.ssm[0].scan_impl, resid) == "triton"
         # under autocast the normed output goes straight to a matmul: the fused kernel writes it in that dtype
-        device = resid.device.type
-        out_dtype = torch.get_autocast_dtype(device) if fused and torch.is_autocast_enabled(device) else None
+        autocast = fused and resid.is_cuda and torch.is_autocast_enabled("cuda")
+        out_dtype = torch.get_autocast_dtype("cuda") if autocast else None
         h, resid = add_layer_norm(resid, branch, self.norm1, fused, out_dtype)
         h, resid = add_layer_norm(resid, self.mixer(h), self.norm2, fused, out_dtype)
         return resid, self.mlp(h)
