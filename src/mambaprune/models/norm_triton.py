@@ -117,7 +117,7 @@ class _AddLayerNorm(torch.autograd.Function):
             HAS_BRANCH=branch is not None, BM=BLOCK_M, BN=triton.next_power_of_2(dim), num_warps=WARPS)
         ctx.save_for_backward(rout, weight, mean, rstd)
         ctx.shape, ctx.has_branch = shape, branch is not None
-        ctx.dtypes = (resid.dtype, branch.dtype if branch is not None else None)
+        ctx.dtypes = (resid.dtype, branch.dtype if branch is not None else None, bias.dtype)
         ctx.set_materialize_grads(False)
         if branch is None:
             return y.view(shape)
@@ -127,7 +127,7 @@ class _AddLayerNorm(torch.autograd.Function):
     def backward(ctx, dy, drout=None):
         rout, weight, mean, rstd = ctx.saved_tensors
         M, dim = rout.shape
-        resid_dtype, branch_dtype = ctx.dtypes
+        resid_dtype, branch_dtype, bias_dtype = ctx.dtypes
         if dy is None:  # only the residual output was used: the norm passes nothing back
             dy = torch.zeros_like(rout)
         dy = _rows(dy)
@@ -136,7 +136,7 @@ class _AddLayerNorm(torch.autograd.Function):
         needs_dx = ctx.has_branch and branch_dtype != resid_dtype
         dx = torch.empty_like(rout, dtype=branch_dtype) if needs_dx else dr
         blocks = triton.cdiv(M, BLOCK_M)
-        per_program = triton.cdiv(blocks, BWD_PROGRAMS)
+        per_program = max(1, triton.cdiv(blocks, BWD_PROGRAMS))
         grid = triton.cdiv(blocks, per_program)
         dw_part = torch.empty((grid, dim), device=rout.device, dtype=torch.float32)
         db_part = torch.empty_like(dw_part)
@@ -144,7 +144,7 @@ class _AddLayerNorm(torch.autograd.Function):
             rout, weight, mean, rstd, dy, drout if drout is not None else dy, dr, dx, dw_part, db_part, M, dim,
             per_program, HAS_DROUT=drout is not None, HAS_DX=needs_dx, BM=BLOCK_M, BN=triton.next_power_of_2(dim),
             num_warps=WARPS)
-        dweight, dbias = dw_part.sum(0).to(weight.dtype), db_part.sum(0).to(weight.dtype)
+        dweight, dbias = dw_part.sum(0).to(weight.dtype), db_part.sum(0).to(bias_dtype)
         dbranch = dx.view(ctx.shape) if ctx.has_branch else None
         return dr.view(ctx.shape), dbranch, dweight, dbias, None, None
 
