@@ -100,14 +100,18 @@ class Mlp(nn.Module):
 
 
 def add_layer_norm(resid: torch.Tensor, branch: torch.Tensor | None, norm: nn.LayerNorm, fused: bool,
-                   out_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   feeds_matmul: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(norm(resid + branch), resid + branch); ``branch=None`` adds nothing. ``fused``: one Triton kernel for the add
-    and the norm (eager CUDA, see norm_triton.py) writing the normed output in ``out_dtype`` (default: the residual's);
-    the plain ops otherwise, and always under ``torch.compile``, whose inductor fuses them itself."""
+    and the norm (eager CUDA, see norm_triton.py); the plain ops otherwise, and always under ``torch.compile``, whose
+    inductor fuses them itself. ``feeds_matmul``: under CUDA autocast the fused kernel writes the normed output in
+    the autocast dtype the matmul would cast it to anyway (the plain LayerNorm writes fp32)."""
     if fused and not torch.compiler.is_compiling():
         from .norm_triton import add_layer_norm_triton
 
-        out_dtype = out_dtype or torch.result_type(resid, branch if branch is not None else resid)
+        if feeds_matmul and resid.is_cuda and torch.is_autocast_enabled("cuda"):
+            out_dtype = torch.get_autocast_dtype("cuda")
+        else:
+            out_dtype = torch.result_type(resid, branch if branch is not None else resid)
         return add_layer_norm_triton(resid, branch, norm.weight, norm.bias, norm.eps, out_dtype)
     if branch is not None:
         resid = resid + branch
@@ -127,14 +131,15 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, mlp_hidden)
 
+    def fused_norms(self, x: torch.Tensor) -> bool:
+        """Whether the norms run as the fused Triton kernel: together with the Triton scan."""
+        return resolve_impl(self.mixer.ssm[0].scan_impl, x) == "triton"
+
     def forward(self, resid: torch.Tensor, branch: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(residual stream, branch still to add to it) → the same pair after this block."""
-        fused = resolve_impl(self.mixer.ssm[0].scan_impl, resid) == "triton"
-        # under autocast the normed output goes straight to a matmul: the fused kernel writes it in that dtype
-        autocast = fused and resid.is_cuda and torch.is_autocast_enabled("cuda")
-        out_dtype = torch.get_autocast_dtype("cuda") if autocast else None
-        h, resid = add_layer_norm(resid, branch, self.norm1, fused, out_dtype)
-        h, resid = add_layer_norm(resid, self.mixer(h), self.norm2, fused, out_dtype)
+        fused = self.fused_norms(resid)
+        h, resid = add_layer_norm(resid, branch, self.norm1, fused, feeds_matmul=True)
+        h, resid = add_layer_norm(resid, self.mixer(h), self.norm2, fused, feeds_matmul=True)
         return resid, self.mlp(h)
 
 
@@ -202,8 +207,7 @@ class VisionMamba(nn.Module):
         branch = None
         for blk in self.blocks:
             resid, branch = blk(resid, branch)
-        fused = resolve_impl(self.blocks[-1].mixer.ssm[0].scan_impl, resid) == "triton"
-        return add_layer_norm(resid, branch, self.norm, fused)[0]
+        return add_layer_norm(resid, branch, self.norm, self.blocks[-1].fused_norms(resid))[0]
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(x.mean(dim=1))
