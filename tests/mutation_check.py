@@ -1,0 +1,261 @@
+"""Mutation check: can the test suite fail?
+
+A green suite proves little unless its tests would go red on a real bug. Each entry of ``MUTATIONS`` is one
+small bug of the kind a careless refactor introduces: an exact ``old`` snippet of a file under
+src/mambaprune/ replaced by ``new``, plus the few tests that should catch it. For each mutation the script
+edits the file, runs those tests (pytest in a subprocess, with a timeout), restores the file (always: also
+on Ctrl-C or an error) and prints one line:
+
+    KILLED    the tests failed, as they should
+    SURVIVED  the tests still passed: a gap in the tests (or a harmless mutation, to be replaced)
+    TIMEOUT   the tests ran past the time limit
+
+Run it from a clean checkout (it puts this checkout's src/ first on PYTHONPATH and checks that
+``import mambaprune`` resolves there):
+
+    python tests/mutation_check.py                    # every mutation, about 8 minutes on 2 CPU cores
+    python tests/mutation_check.py --only scan-ref-no-decay --only train-clip-never-clips
+    python tests/mutation_check.py --list             # names and the tests meant to kill each
+    python tests/mutation_check.py --baseline         # the same test selections without mutations: all pass?
+
+Exit status 1 when a mutation survived. Named without the test_ prefix, so pytest does not collect it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+TIMEOUT_S = 300
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    file: str  # relative to src/mambaprune/
+    old: str  # must occur exactly once in the file
+    new: str
+    tests: str  # test file(s) under tests/, space separated
+    k: str | None = None  # pytest -k expression
+
+
+M = Mutation
+MUTATIONS = [
+    # ---- selective scan: the float64 reference (checked against the CPU path, which is checked against it)
+    M("scan-ref-no-decay", "models/scan.py", "h = torch.exp(dt * A) * h + dt", "h = h + dt",
+      "test_scan.py", "cpu_matches_reference"),
+    M("scan-ref-gate-sigmoid", "models/scan.py", "y = y * F.silu(z)", "y = y * torch.sigmoid(z)",
+      "test_scan.py", "cpu_matches_reference"),
+    M("scan-ref-no-softplus", "models/scan.py", "delta = F.softplus(delta)", "delta = delta",
+      "test_scan.py", "cpu_matches_reference"),
+    # ---- the CPU fast path
+    M("scan-cpu-softplus-negative-x", "models/scan_cpu.py", "lp.add_(x.clamp_min(0))", "lp.add_(x)",
+      "test_scan.py", "cpu_matches_reference"),
+    M("scan-cpu-bwd-no-carry-across-chunks", "models/scan_cpu.py", "torch.mul(dAk[0], dHk[0], out=carry)",
+      "carry.zero_()", "test_scan.py", "cpu_matches_reference"),
+    M("scan-cpu-autocast-not-disabled", "models/scan_cpu.py", 'torch.autocast("cpu", enabled=False)',
+      'torch.autocast("cpu", enabled=True)', "test_scan.py"),
+    # ---- Triton kernels, run on CPU by the interpreter
+    M("scan-triton-fwd-gate-sigmoid", "models/scan_triton.py", "y = y * zv * tl.sigmoid(zv)",
+      "y = y * tl.sigmoid(zv)", "test_scan.py", "triton_interpreter"),
+    M("scan-triton-bwd-no-ln2", "models/scan_triton.py", "ddt = tl.sum(gdA * A2, axis=1) * LN2 + dBu * u",
+      "ddt = tl.sum(gdA * A2, axis=1) + dBu * u", "test_scan.py", "triton_interpreter"),
+    M("conv-triton-bwd-tap-reversed", "models/conv_triton.py", "w_ptr + offs_d * W + (W - 1 - j)",
+      "w_ptr + offs_d * W + j", "test_conv.py", "triton_interpreter"),
+    M("norm-triton-unbiased-variance", "models/norm_triton.py", "tl.sum(rc * rc, axis=1) / DIM + eps",
+      "tl.sum(rc * rc, axis=1) / (DIM - 1) + eps", "test_norm.py", "triton_interpreter"),
+    # ---- the model
+    M("model-no-pos-embed", "models/mamba.py", ".transpose(1, 2) + self.pos_embed", ".transpose(1, 2)",
+      "test_pruning.py", "gradients_reach_every_remaining_parameter"),
+    M("model-no-input-normalisation", "models/mamba.py", "x = (x - self.norm_mean) / self.norm_std", "x = x",
+      "test_models.py"),
+    M("model-bidirectional-no-flip", "models/mamba.py", "y = y + backward(x.flip(1), z.flip(1)).flip(1)",
+      "y = y + backward(x, z)", "test_models.py"),
+    M("model-conv-anticausal", "models/mamba.py", "self.conv1d(x.transpose(1, 2))[..., :l]",
+      "self.conv1d(x.transpose(1, 2))[..., -l:]", "test_conv.py", "reference_matches_the_model_conv"),
+    M("model-final-norm-skipped", "models/mamba.py", "self.blocks[-1].fused_norms(resid))[0]",
+      "self.blocks[-1].fused_norms(resid))[1]", "test_models.py"),
+    # ---- pruning: coupling spec, slicing, plans
+    M("units-forget-A_log", "pruning/units.py", 'Member(p + "A_log", 0), ', "",
+      "test_pruning.py", "pruned_equals_masked"),
+    M("units-kept-index-ignores-offset", "pruning/units.py", "pieces.append(lo + keep)", "pieces.append(keep)",
+      "test_pruning.py", "pruned_equals_masked"),
+    M("plan-compose-ignores-first", "pruning/plan.py", "[ka[j] for j in kb]", "kb",
+      "test_pruning.py", "pruning_twice_composes"),
+    # ---- pruning: importance and selection
+    M("importance-l1-l2-swapped", "pruning/importance.py", '{"l1": l1, "l2": l2,', '{"l1": l2, "l2": l1,',
+      "test_pruning.py", "l1_scores_average"),
+    M("importance-taylor-no-abs", "pruning/importance.py", "_per_unit(prod, model.config, kind, torch.abs)",
+      "_per_unit(prod, model.config, kind, lambda t: t)", "test_pruning.py", "taylor"),
+    M("select-global-ranked-per-layer", "pruning/select.py", 'if scope == "layerwise":',
+      'if scope in ("global", "layerwise"):', "test_pruning.py", "lowest_scores_are_removed"),
+    M("select-min-keep-ignored", "pruning/select.py", "return max(n, floor_keep)", "return n",
+      "test_pruning.py", "round_width or min_keep"),
+    M("select-round-to-rounds-up", "pruning/select.py", "n = _round_half_up(max(n_keep, 0) / round_to)",
+      "n = math.ceil(max(n_keep, 0) / round_to)", "test_pruning.py", "round_width or min_keep"),
+    # ---- pruning methods: RSST, Refill, rounds
+    M("rsst-decoupled-l2-half-strength", "pruning/rsst.py", "1.0 / (1.0 + 2.0 * lr * lam)",
+      "1.0 / (1.0 + lr * lam)", "test_methods.py", "proximal"),
+    M("rsst-lambda-exp-not-expm1", "pruning/schedule.py", "math.expm1(p ** exponent)", "math.exp(p ** exponent)",
+      "test_methods.py", "rsst_lambda"),
+    M("refill-remain-ranks-by-magnitude", "pruning/refill.py", 'if criterion == "remain":',
+      'if criterion == "magnitude":', "test_methods.py", "refill"),
+    M("rounds-ratio-of-current-widths", "pruning/rounds.py",
+      'base = list(ctx.base_config["ssm_widths" if kind == "ssm" else "mlp_widths"])',
+      'base = list(config["ssm_widths" if kind == "ssm" else "mlp_widths"])',
+      "test_rounds.py", "kept_units_follow_schedule"),
+    # ---- checkpoints, config, training loop, counting
+    M("checkpoint-not-weights-only", "checkpoint.py", "map_location=map_location, weights_only=True",
+      "map_location=map_location, weights_only=False", "test_checkpoint.py", "tampered"),
+    M("checkpoint-arch-unchecked", "checkpoint.py", 'if payload.get("arch") != "VisionMamba":',
+      'if payload.get("arch") is None:', "test_checkpoint.py"),
+    M("config-importance-choices-lose-taylor", "config.py", 'choices=("l1", "l2", "taylor", "random")',
+      'choices=("l1", "l2", "random")', "test_config.py"),
+    M("train-warmup-starts-at-zero", "train.py", "return base_lr * (step + 1) / warmup_steps",
+      "return base_lr * step / warmup_steps", "test_train.py", "lr_"),
+    M("train-clip-never-clips", "train.py", "clip_grad_norm_(model.parameters(), cfg.grad_clip)",
+      'clip_grad_norm_(model.parameters(), float("inf"))', "test_train.py"),
+    M("train-nan-check-skips-epoch-tail", "train.py", "if len(pending) == check_every or i + 1 == steps_per_epoch:",
+      "if len(pending) == check_every:", "test_train.py", "nan_loss"),
+    M("train-weight-decay-on-A_log", "train.py", "(no_decay if p.ndim < 2 or name in skip else decay)",
+      "(no_decay if p.ndim < 2 else decay)", "test_train.py", "weight_decay"),
+    M("counting-x_proj-one-direction", "counting.py", "2 * tokens * dirs * di * (di + 2 * n)",
+      "2 * tokens * di * (di + 2 * n)", "test_pruning.py", "flops"),
+]
+
+
+def pytest_args(m: Mutation) -> list[str]:
+    args = [f"tests/{t}" for t in m.tests.split()]
+    return args + (["-k", m.k] if m.k else [])
+
+
+def check_snippets(mutations: list[Mutation]) -> None:
+    """Stop before touching anything if a snippet is missing or ambiguous (the source moved on)."""
+    for m in mutations:
+        count = (SRC / "mambaprune" / m.file).read_text(encoding="utf-8").count(m.old)
+        if count != 1:
+            sys.exit(f"error: mutation {m.name}: `old` occurs {count} times in src/mambaprune/{m.file} "
+                     f"(it must occur exactly once): {m.old!r}")
+
+
+def pytest_env() -> dict[str, str]:
+    path = os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, "PYTHONDONTWRITEBYTECODE": "1", "MAMBAPRUNE_NO_PROGRESS": "1"}
+
+
+def check_import_location() -> None:
+    """A mutant in this checkout proves nothing if the tests import mambaprune from somewhere else."""
+    where = subprocess.run([sys.executable, "-c", "import mambaprune; print(mambaprune.__file__)"], env=pytest_env(),
+                           capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    if not where.startswith(str(SRC) + os.sep):
+        sys.exit(f"error: `import mambaprune` resolves to {where or 'nothing'}, not {SRC}")
+
+
+def run_pytest(args: list[str], timeout: float) -> tuple[int | None, str]:
+    """(pytest's exit code or None on timeout, its output). Its own process group, so a timeout or Ctrl-C
+    also ends the subprocesses some tests start (the Triton interpreter runs)."""
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *args]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=pytest_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        return proc.returncode, out
+    except subprocess.TimeoutExpired:
+        return None, ""
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+
+
+def first_failure(output: str) -> str:
+    match = re.search(r"^(FAILED|ERROR) (\S+)", output, re.M)
+    return match.group(2) if match else ""
+
+
+def run_mutation(m: Mutation) -> tuple[str, str]:
+    """Apply ``m``, run its tests, restore the file (bytes and mtime) whatever happens → (verdict, detail)."""
+    path = SRC / "mambaprune" / m.file
+    original, stat = path.read_bytes(), path.stat()
+    try:
+        path.write_bytes(original.decode("utf-8").replace(m.old, m.new, 1).encode("utf-8"))
+        code, out = run_pytest(pytest_args(m), TIMEOUT_S)
+    finally:
+        path.write_bytes(original)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    if code is None:
+        return "TIMEOUT", ""
+    if code == 0:
+        return "SURVIVED", ""
+    if code in (1, 2):  # tests failed, or collection/import failed because of the mutant
+        return "KILLED", first_failure(out)
+    sys.exit(f"error: mutation {m.name}: pytest exit code {code} (5 = the selection matched no tests)\n"
+             f"{out[-2000:]}")
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt  # so the `finally` blocks restore the source file and end pytest
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", action="append", metavar="NAME", help="run only this mutation (repeatable)")
+    parser.add_argument("--list", action="store_true", help="list the mutations and their tests")
+    parser.add_argument("--baseline", action="store_true", help="run the test selections without mutations")
+    opts = parser.parse_args()
+    names = {m.name for m in MUTATIONS}
+    assert len(names) == len(MUTATIONS), "mutation names must be unique"
+    unknown = set(opts.only or ()) - names
+    if unknown:
+        sys.exit(f"error: unknown mutation(s) {sorted(unknown)}; see --list")
+    chosen = [m for m in MUTATIONS if not opts.only or m.name in opts.only]
+    if opts.list:
+        for m in chosen:
+            print(f"{m.name:40s} {shlex.join(pytest_args(m))}")
+        return 0
+    check_snippets(chosen)
+    check_import_location()
+    signal.signal(signal.SIGTERM, _sigterm)
+
+    if opts.baseline:  # every distinct selection must pass on the unmutated code, or a KILLED means nothing
+        failed = 0
+        for args in dict.fromkeys(tuple(pytest_args(m)) for m in chosen):
+            start = time.monotonic()
+            code, out = run_pytest(list(args), TIMEOUT_S)
+            verdict = "PASS" if code == 0 else f"FAIL ({code}) {first_failure(out)}"
+            failed += code != 0
+            print(f"{verdict:10s} {time.monotonic() - start:6.1f} s  {shlex.join(args)}", flush=True)
+        return 1 if failed else 0
+
+    results: dict[str, list[str]] = {"KILLED": [], "SURVIVED": [], "TIMEOUT": []}
+    start_all = time.monotonic()
+    for m in chosen:
+        start = time.monotonic()
+        verdict, detail = run_mutation(m)
+        results[verdict].append(m.name)
+        print(f"{verdict:8s} {time.monotonic() - start:6.1f} s  {m.name:40s} {detail}", flush=True)
+    minutes = (time.monotonic() - start_all) / 60
+    print(f"\n{len(chosen)} mutations in {minutes:.1f} min: " + ", ".join(f"{len(v)} {k.lower()}"
+                                                                     for k, v in results.items()))
+    for name in results["SURVIVED"]:
+        print(f"  survived: {name}")
+    for name in results["TIMEOUT"]:
+        print(f"  timed out: {name}")
+    return 1 if results["SURVIVED"] else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit("interrupted (the mutated file was restored)")
