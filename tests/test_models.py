@@ -1,10 +1,12 @@
 """Model registry, reference shapes and parameter counts (the reference design's published numbers)."""
 
+import copy
+
 import pytest
 import torch
 
 import mambaprune
-from mambaprune.models.mamba import SelectiveSSM
+from mambaprune.models.mamba import MambaMixer, SelectiveSSM
 
 REFERENCE_COUNTS = {  # (10 classes, 100 classes), image 32, patch 4
     "mamba_tiny": (2_082_154, 2_090_884),
@@ -63,6 +65,27 @@ def test_bidirectional_adds_a_second_scan_direction():
     assert n_params(bi) - n_params(uni) == 12 * per_direction
     x = torch.rand(2, 3, 32, 32)
     assert bi(x).shape == (2, 10)
+
+
+def test_mixer_is_causal_and_its_second_direction_reads_the_tokens_reversed():
+    """One direction is causal: token t's output ignores later tokens. Two directions (Vim): the second scan
+    runs on the reversed tokens and its output is flipped back, so swapping the two directions and reversing
+    the input reverses the output."""
+    torch.manual_seed(0)
+    uni = MambaMixer(dim=8, d_inner=12, d_state=4).double()
+    bi = MambaMixer(dim=8, d_inner=12, d_state=4, bidirectional=True).double()
+    for ssm in [*uni.ssm, *bi.ssm]:
+        ssm.scan_impl = "ref"
+    x = torch.randn(2, 10, 8, dtype=torch.float64)
+    x_last = x.clone()
+    x_last[:, -1] += 1.0
+    swapped = copy.deepcopy(bi)
+    swapped.ssm = torch.nn.ModuleList([swapped.ssm[1], swapped.ssm[0]])
+    with torch.no_grad():
+        y, y_last = uni(x), uni(x_last)
+        torch.testing.assert_close(y_last[:, :-1], y[:, :-1], rtol=0, atol=1e-12)
+        assert (y_last[:, -1] - y[:, -1]).abs().max() > 1e-3
+        torch.testing.assert_close(swapped(x.flip(1)), bi(x).flip(1), rtol=0, atol=1e-12)
 
 
 def test_input_normalisation_is_applied():
