@@ -88,6 +88,17 @@ def test_mixer_is_causal_and_its_second_direction_reads_the_tokens_reversed():
         torch.testing.assert_close(swapped(x.flip(1)), bi(x).flip(1), rtol=0, atol=1e-12)
 
 
+def test_features_are_layer_normalised():
+    """forward_features ends with the final LayerNorm (weight 1, bias 0 at init): every token's features have
+    mean 0 and variance 1."""
+    torch.manual_seed(0)
+    m = mambaprune.create_model("mamba_tiny", depth=2, embed_dim=32, img_size=8).eval()
+    with torch.no_grad():
+        f = m.forward_features(torch.rand(2, 3, 8, 8))
+    torch.testing.assert_close(f.mean(-1), torch.zeros(2, 4), rtol=0, atol=1e-5)
+    torch.testing.assert_close(f.var(-1, unbiased=False), torch.ones(2, 4), rtol=0, atol=1e-3)
+
+
 def test_input_normalisation_is_applied():
     m = mambaprune.create_model("mamba_tiny", depth=1).eval()
     x = torch.rand(2, 3, 32, 32)
