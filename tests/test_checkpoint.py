@@ -119,6 +119,15 @@ def test_state_dict_of_another_width(tmp_path, pruned):
         load_checkpoint(path)
 
 
+def test_another_architecture_is_refused(tmp_path):
+    path = save_checkpoint(small(), tmp_path / "m.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["arch"] = "ResNet"
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match=r"m\.pt: architecture 'ResNet' is not supported"):
+        load_checkpoint(path)
+
+
 def test_load_state_dict_checked_reports_missing_keys():
     m = small()
     state = dict(m.state_dict())
