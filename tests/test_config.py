@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mambaprune.config import ConfigError, Params, load_params, parse_params
+from mambaprune.config import ConfigError, ModelCfg, Params, PruneCfg, load_params, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,6 +77,27 @@ def test_ratio_helpers_follow_target():
 def test_round_index_walks_the_chain():
     p = parse_params({"prune": {"rounds": {"a": "pretrained", "b": "a", "c": "b"}, "last": "c"}}).prune
     assert [p.round_index(r) for r in "abc"] == [1, 2, 3] and p.num_rounds == 3
+
+
+def test_choices_are_the_values_the_code_supports():
+    """A choices list that drifts from the library's own would refuse a supported value (e.g. importance: taylor)
+    or let through one the code cannot run."""
+    import dataclasses
+
+    from mambaprune import list_models
+    from mambaprune.pruning import IMPORTANCES, SCOPES, TARGETS
+    from mambaprune.pruning.refill import REFILL_CRITERIA
+    from mambaprune.pruning.rsst import RSST_PENALTIES, RSST_UPDATES
+    from mambaprune.pruning.schedule import RSST_SCHEDULES
+
+    def choices(cls, name):
+        return set(next(f.metadata["choices"] for f in dataclasses.fields(cls) if f.name == name))
+
+    assert choices(ModelCfg, "name") == set(list_models())
+    for name, supported in [("target", TARGETS), ("importance", IMPORTANCES), ("scope", SCOPES),
+                            ("refill_criterion", REFILL_CRITERIA), ("rsst_penalty", RSST_PENALTIES),
+                            ("rsst_schedule", RSST_SCHEDULES), ("rsst_update", RSST_UPDATES)]:
+        assert choices(PruneCfg, name) == set(supported), name
 
 
 def test_every_field_is_documented():
