@@ -193,6 +193,20 @@ def test_hooks_see_increasing_progress_and_edit_gradients(digits, tmp_path):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_grad_clip_bounds_the_gradient_norm(digits):
+    """The data gradient is clipped to norm train.grad_clip before after_backward sees it (here every step's raw
+    norm is far above 1e-3, so every clipped norm is 1e-3)."""
+    make, train, val, cfg = _tiny_setup(digits)
+    norms = []
+
+    class GradNorm:
+        def after_backward(self, model, progress):
+            norms.append(torch.stack([p.grad.norm() for p in model.parameters()]).norm().item())
+
+    fit(make(), train, val, TrainCfg(lr=cfg.lr, grad_clip=1e-3, device="cpu"), 1, hooks=[GradNorm()])
+    assert norms == pytest.approx([1e-3] * len(train), rel=1e-3)
+
+
 # ---------------------------------------------------------------------------------------------- resume
 
 
