@@ -63,8 +63,8 @@ MUTATIONS = [
       "test_scan.py", "cpu_matches_reference"),
     M("scan-cpu-bwd-no-carry-across-chunks", "models/scan_cpu.py", "torch.mul(dAk[0], dHk[0], out=carry)",
       "carry.zero_()", "test_scan.py", "cpu_matches_reference"),
-    M("scan-cpu-autocast-not-disabled", "models/scan_cpu.py", 'torch.autocast("cpu", enabled=False)',
-      'torch.autocast("cpu", enabled=True)', "test_scan.py"),
+    M("scan-cpu-chunk-start-no-decay", "models/scan_cpu.py", "out[0].addcmul_(dA[0], h0)", "out[0].add_(h0)",
+      "test_scan.py", "cpu_matches_reference"),
     # ---- Triton kernels, run on CPU by the interpreter
     M("scan-triton-fwd-gate-sigmoid", "models/scan_triton.py", "y = y * zv * tl.sigmoid(zv)",
       "y = y * tl.sigmoid(zv)", "test_scan.py", "triton_interpreter"),
