@@ -13,7 +13,7 @@ on Ctrl-C or an error) and prints one line:
 Run it from a clean checkout (it puts this checkout's src/ first on PYTHONPATH and checks that
 ``import mambaprune`` resolves there):
 
-    python tests/mutation_check.py                    # every mutation, about 8 minutes on 2 CPU cores
+    python tests/mutation_check.py                    # every mutation, about 4 minutes on 2 CPU cores
     python tests/mutation_check.py --only scan-ref-no-decay --only train-clip-never-clips
     python tests/mutation_check.py --list             # names and the tests meant to kill each
     python tests/mutation_check.py --baseline         # the same test selections without mutations: all pass?
