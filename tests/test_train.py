@@ -130,6 +130,14 @@ def test_zero_epochs_touches_nothing(digits, tmp_path):
     assert not ckpt.exists() and not metrics.exists()
 
 
+def test_a_loader_without_batches_is_refused_before_training(digits, tmp_path):
+    make, _, val, cfg = _tiny_setup(digits)
+    ckpt, metrics = tmp_path / "r.pt", tmp_path / "m.csv"
+    with pytest.raises(TrainingError, match="yields no batches; lower train.batch_size"):
+        fit(make(), [], val, cfg, 1, resume_path=ckpt, metrics_csv=metrics)
+    assert not ckpt.exists() and not metrics.exists()
+
+
 # ---------------------------------------------------------------------------------------------- training
 
 

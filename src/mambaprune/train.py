@@ -4,8 +4,9 @@ Read ``fit`` top to bottom: set up (device, optimizer, resume), then per epoch: 
 from ``lr_at``, validate, record, write the CSV, call back, and commit a resume checkpoint.
 
 Pruning methods plug in through *hooks*: any object with any of
-    loss_term(model, progress) -> Tensor | None    added to the loss (e.g. a sparsity penalty)
-    after_backward(model, progress)                after backward and clipping, before the step (edit .grad)
+    loss_term(model, progress) -> Tensor | None    added to the loss (its gradient is clipped with the loss's)
+    after_backward(model, progress)                after backward and clipping, before the step (edit .grad;
+                                                   a penalty gradient added here escapes clipping, as RSST's)
     after_step(model, progress, lr)                after the optimizer step (edit weights, e.g. a proximal step)
     on_epoch_end(epoch, record)                    may add keys to the epoch record
 where progress = (global_step + 1) / total_steps ∈ (0, 1].
@@ -221,6 +222,9 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: TrainCfg, epochs: int, 
     model.to(device)
     base_lr = cfg.lr if lr is None else lr
     steps_per_epoch = len(train_loader)
+    if steps_per_epoch == 0:
+        raise TrainingError(f"{desc}: the train loader yields no batches; lower train.batch_size or use more "
+                            "training data")
     total_steps = epochs * steps_per_epoch
     warmup_steps = min(total_steps, round(cfg.warmup_epochs * steps_per_epoch))
     optimizer = build_optimizer(model, cfg, base_lr)
@@ -291,7 +295,7 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: TrainCfg, epochs: int, 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = None
-            if cfg.grad_clip > 0:  # clip the data gradient only: a penalty's gradient must not be scaled away
+            if cfg.grad_clip > 0:  # before after_backward, so a penalty gradient added there is not scaled away
                 grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             _call_hooks(hooks, "after_backward", model, progress)
             optimizer.step()
