@@ -65,6 +65,8 @@ MUTATIONS = [
       "carry.zero_()", "test_scan.py", "cpu_matches_reference"),
     M("scan-cpu-chunk-start-no-decay", "models/scan_cpu.py", "out[0].addcmul_(dA[0], h0)", "out[0].add_(h0)",
       "test_scan.py", "cpu_matches_reference"),
+    M("scan-cpu-dC-from-dh", "models/scan_cpu.py", "Hk.view(m, n, d).transpose(1, 2), out=dCt",
+      "dHk.view(m, n, d).transpose(1, 2), out=dCt", "test_scan.py", "cpu_matches_reference"),
     # ---- Triton kernels, run on CPU by the interpreter
     M("scan-triton-fwd-gate-sigmoid", "models/scan_triton.py", "y = y * zv * tl.sigmoid(zv)",
       "y = y * tl.sigmoid(zv)", "test_scan.py", "triton_interpreter"),

@@ -3,15 +3,24 @@
 Why this shape: on a few CPU cores a per-token loop of many small torch ops is dominated by dispatch
 and by passes over memory. So tokens go in chunks of K steps: everything parallel over time (exp(ΔA),
 ΔBu, the C-contraction, all gradient reductions) is one batched op per chunk, and only the recurrence,
-one fused ``addcmul_`` per token, runs sequentially over a time-major (K, b, d, n) chunk buffer. K is
+one fused ``addcmul_`` per token, runs sequentially over a time-major (K, b, n, d) chunk buffer. K is
 the largest power of two in [MIN_CHUNK, CHUNK] whose buffer fits CHUNK_BYTES (cache-sized, and small
 enough for malloc to recycle). Nothing of size (b, l, d, n) is stored: forward keeps the state at each
-chunk start (checkpoints, (l/K, b, d, n)) and the pre-gate y; backward recomputes a chunk's states
+chunk start (checkpoints, (l/K, b, n, d)) and the pre-gate y; backward recomputes a chunk's states
 from its checkpoint, then runs the reverse-time recurrence for dh. The recurrence runs in fp32 (fp64
 for fp64 inputs); results have the input dtype.
 
-Measured (fwd+bwd per call, fp32, ``OMP_NUM_THREADS=1 python benchmarks/scan_bench.py``; 1 thread
-because the 2-core dev box was shared and 2-thread timings swung 2-5x):
+States are laid out state-major, (b, n, d), with the channels d contiguous: the broadcasts (ΔA, ΔBu, C·dh)
+then run along rows of d (hundreds of floats) instead of rows of n (8 or 16), and every contraction over n
+or d is a batched matrix product. Against the earlier (b, d, n) layout, side by side in one process on the
+2-core dev box (fp32, 2 threads, interleaved rounds, median ratio): fwd+bwd 1.3-1.5x at n=16 (d 192/384),
+2.0-2.8x at n=8, 1.1x at (16, 64, 115, 16) (a pruned width); a training step of mamba_tiny 1.8x, of
+mamba_small 1.24x. One trap on the way: (n, d) @ (d, 1) as ``bmm`` ran ~10x slower than the same
+product written (1, d) @ (d, n), so dB and dC are computed in the latter form.
+
+Earlier measurements, in the (b, d, n) layout (fwd+bwd per call, fp32,
+``OMP_NUM_THREADS=1 python benchmarks/scan_bench.py``; 1 thread because the 2-core dev box was shared and
+2-thread timings swung 2-5x):
 
     shape (b, l, d, n)    ref (autograd loop)   this
     (64, 64, 192, 16)     124 ms                60 ms   (2.1x)
@@ -22,7 +31,9 @@ What the variants bought at (64, 64, 192, 16): first chunked version 100 ms; ``e
 ``exp`` (2.5x faster kernel here) -25%; preallocated chunk buffers and state-dim sums as GEMV -10%;
 saving y instead of recomputing it -8%. Chunk size: K=1 (a plain per-token loop) 71 ms, K=4 60 ms,
 K=16 (16 MB buffers) 85 ms; at (128, 64, 384, 16) K=1 is ~15% faster than K=4 but would checkpoint
-every state, so MIN_CHUNK=4. ``torch.compile`` was not tried (compile time, C++ toolchain at run time).
+every state, so MIN_CHUNK=4 (re-checked in the (b, n, d) layout: CHUNK_BYTES 0.5-16 MB with MIN_CHUNK 1 or 4,
+the defaults are within noise of the best). Splitting the batch into groups to keep the chunk buffers in L2
+was slower (more, smaller ops). ``torch.compile`` was not tried (compile time, C++ toolchain at run time).
 """
 
 from __future__ import annotations
@@ -72,27 +83,22 @@ def _time_major(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 def _time_major_inputs(u, delta, A, B, C, delta_bias, cdt):
     """What forward and backward both start from, time-major in ``cdt``: u, B, C, x = Δ_raw + bias,
-    Δ = softplus(x), Δu and A2 = A·log2(e)."""
+    Δ = softplus(x), Δu and A2ᵀ = (A·log2(e))ᵀ, (n, d) like the states."""
     ut, Bt, Ct = _time_major(u, cdt), _time_major(B, cdt), _time_major(C, cdt)
     x = _time_major(delta, cdt)
     if delta_bias is not None:
         x = x + delta_bias.to(cdt)
     dt = _softplus(x)
-    return ut, Bt, Ct, x, dt, dt * ut, A.to(cdt) * LOG2E
+    return ut, Bt, Ct, x, dt, dt * ut, (A.to(cdt) * LOG2E).t().contiguous()
 
 
-def _sum_n(x: torch.Tensor, ones: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """Sum over the last (state) dim of a contiguous (..., n) tensor as a GEMV: ~1.7x faster than ``sum(-1)``."""
-    return torch.mv(x.view(-1, x.shape[-1]), ones, out=out.view(-1))
-
-
-def _chunk_states(h0, dt, dtu, A2, B, out, dA):
-    """States of one chunk into ``out`` and exp(ΔA) = 2^(Δ A log2 e) into ``dA`` (both (k, b, d, n)).
+def _chunk_states(h0, dt, dtu, A2t, B, out, dA):
+    """States of one chunk into ``out`` and exp(ΔA) = 2^(Δ A log2 e) into ``dA`` (both (k, b, n, d)).
 
     (``exp2`` is ~2.5x faster than ``exp`` on CPU here, hence ``A2 = A * log2(e)``.)
     """
-    torch.mul(dt.unsqueeze(-1), A2, out=dA).exp2_()
-    torch.mul(dtu.unsqueeze(-1), B.unsqueeze(-2), out=out)  # ΔBu, then h_t = ΔA_t h_{t-1} + ΔBu_t in place
+    torch.mul(dt.unsqueeze(-2), A2t, out=dA).exp2_()
+    torch.mul(dtu.unsqueeze(-2), B.unsqueeze(-1), out=out)  # ΔBu, then h_t = ΔA_t h_{t-1} + ΔBu_t in place
     out[0].addcmul_(dA[0], h0)
     for i in range(1, out.shape[0]):
         out[i].addcmul_(dA[i], out[i - 1])
@@ -102,20 +108,20 @@ class _SelectiveScanCPU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias):
         cdt = _compute_dtype(u)
-        ut, Bt, Ct, _, dt, dtu, A2 = _time_major_inputs(u, delta, A, B, C, delta_bias, cdt)
+        ut, Bt, Ct, _, dt, dtu, A2t = _time_major_inputs(u, delta, A, B, C, delta_bias, cdt)
         l, b, d = ut.shape
-        n = A2.shape[1]
+        n = A2t.shape[0]
         K = _chunk_len(l, b, d, n, ut.element_size())
-        H, dA, tmp = (ut.new_empty(K, b, d, n) for _ in range(3))  # chunk buffers, reused
-        ckpts = ut.new_empty((l + K - 1) // K, b, d, n)
-        h = ut.new_zeros(b, d, n)
+        H, dA = (ut.new_empty(K, b, n, d) for _ in range(2))  # chunk buffers, reused
+        ckpts = ut.new_empty((l + K - 1) // K, b, n, d)
+        h = ut.new_zeros(b, n, d)
         y = torch.empty_like(ut)
-        ones = ut.new_ones(n)
         for j, t0 in enumerate(range(0, l, K)):
             k = min(K, l - t0)
             ckpts[j] = h  # copy: h aliases the chunk buffer, which is overwritten next
-            _chunk_states(ckpts[j], dt[t0:t0 + k], dtu[t0:t0 + k], A2, Bt[t0:t0 + k], H[:k], dA[:k])
-            _sum_n(torch.mul(H[:k], Ct[t0:t0 + k].unsqueeze(-2), out=tmp[:k]), ones, y[t0:t0 + k])
+            _chunk_states(ckpts[j], dt[t0:t0 + k], dtu[t0:t0 + k], A2t, Bt[t0:t0 + k], H[:k], dA[:k])
+            # y_t = Σ_n C_t h_t: one (1, n) @ (n, d) product per (token, batch element)
+            torch.bmm(Ct[t0:t0 + k].view(k * b, 1, n), H[:k].view(k * b, n, d), out=y[t0:t0 + k].view(k * b, 1, d))
             h = H[k - 1]
         y.addcmul_(ut, D.to(cdt))
         ctx.chunk = K
@@ -129,8 +135,8 @@ class _SelectiveScanCPU(torch.autograd.Function):
     def backward(ctx, gout):
         u, delta, A, B, C, D, z, delta_bias, ckpts, y = ctx.saved_tensors
         cdt = ckpts.dtype
-        ut, Bt, Ct, x, dt, dtu, A2 = _time_major_inputs(u, delta, A, B, C, delta_bias, cdt)
-        Af, Df = A.to(cdt), D.to(cdt)
+        ut, Bt, Ct, x, dt, dtu, A2t = _time_major_inputs(u, delta, A, B, C, delta_bias, cdt)
+        Aft, Df = A.to(cdt).t().contiguous(), D.to(cdt)
         g = _time_major(gout, cdt)
         if z is not None:
             zt = _time_major(z, cdt)
@@ -139,14 +145,13 @@ class _SelectiveScanCPU(torch.autograd.Function):
         else:
             gy = g
         l, b, d = ut.shape
-        n = Af.shape[1]
+        n = Aft.shape[0]
         K = ctx.chunk
-        H, dH, dAbuf = (ut.new_empty(K, b, d, n) for _ in range(3))  # chunk buffers, reused
-        carry = ut.new_zeros(b, d, n)  # ΔA_{t+1} * dh_{t+1} flowing into the previous chunk
+        H, dH, dAbuf = (ut.new_empty(K, b, n, d) for _ in range(3))  # chunk buffers, reused
+        carry = ut.new_zeros(b, n, d)  # ΔA_{t+1} * dh_{t+1} flowing into the previous chunk
         ddt, ddtu = torch.empty_like(ut), torch.empty_like(ut)
         dBt, dCt = torch.empty_like(Bt), torch.empty_like(Ct)
-        dA = torch.zeros_like(Af)
-        ones = ut.new_ones(n)
+        dA = torch.zeros_like(Aft)
         for j in reversed(range(ckpts.shape[0])):
             t0 = j * K
             k = min(K, l - t0)
@@ -154,24 +159,26 @@ class _SelectiveScanCPU(torch.autograd.Function):
             h0 = ckpts[j]
             Hk, dHk = H[:k], dH[:k]
             dAk = dAbuf[:k]
-            _chunk_states(h0, dt[sl], dtu[sl], A2, Bt[sl], Hk, dAk)
+            _chunk_states(h0, dt[sl], dtu[sl], A2t, Bt[sl], Hk, dAk)
             # dh_t = gy_t C_t + ΔA_{t+1} dh_{t+1}, reverse in time
-            torch.mul(gy[sl].unsqueeze(-1), Ct[sl].unsqueeze(-2), out=dHk)
+            torch.mul(gy[sl].unsqueeze(-2), Ct[sl].unsqueeze(-1), out=dHk)
             dHk[k - 1].add_(carry)
             for i in range(k - 2, -1, -1):
                 dHk[i].addcmul_(dAk[i + 1], dHk[i + 1])
             torch.mul(dAk[0], dHk[0], out=carry)
             # dC_t = Σ_d gy h_t ; dB_t = Σ_d dh_t Δu
-            torch.matmul(gy[sl].view(k * b, 1, d), Hk.view(k * b, d, n), out=dCt[sl].view(k * b, 1, n))
-            torch.matmul(dtu[sl].view(k * b, 1, d), dHk.view(k * b, d, n), out=dBt[sl].view(k * b, 1, n))
+            # (as (1, d) @ (d, n) products: bmm of (n, d) @ (d, 1) is ~10x slower in this torch build)
+            m = k * b
+            torch.matmul(gy[sl].view(m, 1, d), Hk.view(m, n, d).transpose(1, 2), out=dCt[sl].view(m, 1, n))
+            torch.matmul(dtu[sl].view(m, 1, d), dHk.view(m, n, d).transpose(1, 2), out=dBt[sl].view(m, 1, n))
             # through ΔA_t = exp(Δ_t A): gΔA = dh_t * ΔA_t * h_{t-1}, in dAk's buffer
             gdA = dAk.mul_(dHk)
             gdA[1:].mul_(Hk[:-1])
             gdA[0].mul_(h0)
             # H's buffer is free now: scratch for d(Δu) = Σ_n dh_t B_t and dA = Σ_{t,b} gΔA Δ
-            _sum_n(torch.mul(dHk, Bt[sl].unsqueeze(-2), out=Hk), ones, ddtu[sl])
-            dA += torch.mul(gdA, dt[sl].unsqueeze(-1), out=Hk).view(k * b, d * n).sum(0).view(d, n)
-            _sum_n(gdA.mul_(Af), ones, ddt[sl])  # dΔ = Σ_n gΔA A (+ u d(Δu) below)
+            torch.bmm(Bt[sl].view(m, 1, n), dHk.view(m, n, d), out=ddtu[sl].view(m, 1, d))
+            dA += torch.mul(gdA, dt[sl].unsqueeze(-2), out=Hk).view(m, n * d).sum(0).view(n, d)
+            torch.sum(gdA.mul_(Aft), dim=2, out=ddt[sl])  # dΔ = Σ_n gΔA A (+ u d(Δu) below)
         # Δu = dt * u  →  dΔ += u d(Δu), du = Δ d(Δu) + gy D
         ddt.addcmul_(ddtu, ut)
         du = ddtu.mul_(dt).addcmul_(gy, Df)
@@ -181,7 +188,7 @@ class _SelectiveScanCPU(torch.autograd.Function):
         if z is not None:
             dz = (g * y * sz * (1 + zt * (1 - sz))).transpose(0, 1).to(z.dtype)
         dbias = ddelta.sum((0, 1)).to(delta_bias.dtype) if delta_bias is not None else None
-        return (du.transpose(0, 1).to(u.dtype), ddelta.transpose(0, 1).to(delta.dtype), dA.to(A.dtype),
+        return (du.transpose(0, 1).to(u.dtype), ddelta.transpose(0, 1).to(delta.dtype), dA.t().to(A.dtype),
                 dBt.transpose(0, 1).to(B.dtype), dCt.transpose(0, 1).to(C.dtype), dD.to(D.dtype), dz, dbias)
 
 
