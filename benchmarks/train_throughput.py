@@ -2,6 +2,7 @@
 
     python benchmarks/train_throughput.py [--batch 1024] [--steps 20] [--no-compile]
     python benchmarks/train_throughput.py --norms [--batch 512]   # eager mamba_small: fused vs plain add+LayerNorm
+    python benchmarks/train_throughput.py --model mamba_tiny --batch 64 --steps 3   # another size, no ViT (CPU too)
 
 Prints img/s, MFU (6.23 GFLOP per training image, the reference's figure for mamba_small) and peak memory
 for each model, eager and torch.compile'd, and the ratio mamba / ViT. bf16 autocast on CUDA (the
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from mambaprune import create_model
+from mambaprune.models import list_models
 
 TRAIN_FLOP_PER_IMAGE = 6.23e9
 H200_BF16_PEAK = 989e12  # dense bf16 tensor-core peak, FLOP/s
@@ -101,6 +103,8 @@ def compare_norms(batch: int, device: torch.device, reps: int = 3, steps: int = 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="mamba_small", choices=list_models(),
+                    help="the Mamba size; the ViT and MFU rows are for mamba_small's width and depth only")
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--no-compile", action="store_true")
@@ -115,10 +119,11 @@ def main() -> None:
         compare_norms(batch, device)
         return
     modes = [False] if args.no_compile or device.type != "cuda" else [False, True]
-    models = {"mamba_small": lambda: create_model("mamba_small")}
+    models = {args.model: lambda: create_model(args.model)}
     try:
-        vit_like()
-        models["vit(timm)"] = vit_like
+        if args.model == "mamba_small":
+            vit_like()
+            models["vit(timm)"] = vit_like
     except ImportError:
         print("timm not installed: ViT comparison skipped")
     results = {}
@@ -127,14 +132,15 @@ def main() -> None:
             torch.manual_seed(0)
             r = bench(make(), batch, args.steps, device, compile)
             results[(name, compile)] = r
+            mfu = f"MFU {r['mfu']:.1%}  " if args.model == "mamba_small" else ""  # 6.23 GFLOP: mamba_small's
             print(f"{name:12s} {'compiled' if compile else 'eager':8s} batch {batch}: {r['img_s']:9.0f} img/s  "
-                  f"MFU {r['mfu']:.1%}  peak {r['peak_gib']:.1f} GiB", flush=True)
+                  f"{mfu}peak {r['peak_gib']:.1f} GiB", flush=True)
     for compile in modes:
         if ("vit(timm)", compile) in results:
-            ratio = results[("mamba_small", compile)]["img_s"] / results[("vit(timm)", compile)]["img_s"]
+            ratio = results[(args.model, compile)]["img_s"] / results[("vit(timm)", compile)]["img_s"]
             print(f"mamba_small / ViT ({'compiled' if compile else 'eager'}): {ratio:.2f}x")
     if len(modes) == 2 and "vit(timm)" in models:
-        best_m = max(results[("mamba_small", c)]["img_s"] for c in modes)
+        best_m = max(results[(args.model, c)]["img_s"] for c in modes)
         best_v = max(results[("vit(timm)", c)]["img_s"] for c in modes)
         print(f"best mamba_small / best ViT: {best_m / best_v:.2f}x")
 
