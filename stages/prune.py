@@ -49,13 +49,14 @@ def rewind_source(params, pretrain_epochs: int):
 
 def min_keep_warnings(cfg, record: dict, base_config, config) -> list[str]:
     """Per unit kind, a warning when min_keep/round_to kept more units than the asked ratio allows, naming the
-    effective ratio. ``select_units`` (magnitude, rsst) words its own; refill's schedule needs this check."""
+    effective ratio. ``select_units`` (magnitude, rsst) words its own, also when it has none: the layer-wise test
+    below means nothing for a global ranking. Refill's schedule reports no warnings, so it gets this check."""
     out = []
     floor = math.ceil(cfg.min_keep / cfg.round_to) * cfg.round_to
     for kind, asked in record["target_ratios"].items():
-        own = record["selection"].get(kind, {}).get("warnings", [])
-        if own:
-            out += [f"{kind}: {w}" for w in own]
+        selection = record["selection"].get(kind, {})
+        if "warnings" in selection:
+            out += [f"{kind}: {w}" for w in selection["warnings"]]
             continue
         base, kept = list(base_config[f"{kind}_widths"]), list(config[f"{kind}_widths"])
         raised = [f"layer {i}: {w * (1 - asked):.1f}->{n}" for i, (w, n) in enumerate(zip(base, kept))

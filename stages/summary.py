@@ -35,7 +35,7 @@ def main() -> None:
 
     epochs, step = [], 0
     for stage in stages:
-        for csv in sorted(paths.stage_plots_dir(stage).glob("*_epochs.csv")):
+        for csv in sorted(paths.stage_plots_dir(stage).glob("*_epochs.csv"), key=_phase_order):
             for row in read_csv(csv):
                 step += 1
                 epochs.append({"step": step, "stage": stage, "phase": csv.stem.removesuffix("_epochs"),
@@ -52,6 +52,15 @@ def main() -> None:
     summarize(project_root(), params.to_dict(), final_metrics, [a for a in artifacts if Path(a).exists()])
     print(f"summary: test acc {final['test_acc']:.4f} (dense {final['dense_test_acc']:.4f}), "
           f"params {final['params']:,} ({final['param_reduction']:.1%} fewer), speedup {final['speedup']:.2f}x")
+
+
+PHASES = ("train", "rsst", "retrain", "recover")  # the order a stage runs them in (pruning/rounds.py)
+
+
+def _phase_order(csv: Path) -> tuple[int, str]:
+    """In run order, not by name: an RSST round writes rsst_epochs.csv, then recover_epochs.csv."""
+    phase = csv.stem.removesuffix("_epochs")
+    return (PHASES.index(phase) if phase in PHASES else len(PHASES), phase)
 
 
 def _point(m: dict, suffix: str = "") -> dict:

@@ -110,6 +110,18 @@ def test_input_normalisation_is_applied():
     assert not torch.allclose(a, b)
 
 
+def test_other_channel_counts_get_default_stats():
+    """in_chans is a documented option: 1-channel (or 4-channel) models build without extra arguments, normalising
+    to [-1, 1]; 3 channels keep CIFAR's stats; wrong-length stats say what to pass."""
+    gray = mambaprune.create_model("mamba_tiny", depth=1, in_chans=1)
+    assert gray(torch.rand(2, 1, 32, 32)).shape == (2, 10)
+    assert gray.config["norm_mean"] == [0.5] and gray.config["norm_std"] == [0.5]
+    assert mambaprune.create_model("mamba_tiny", depth=1, in_chans=4).config["norm_std"] == [0.5] * 4
+    assert mambaprune.create_model("mamba_tiny", depth=1).config["norm_mean"] == pytest.approx([0.4914, 0.4822, 0.4465])
+    with pytest.raises(ValueError, match="need 1 entries .* got 3 and 3; pass lists of 1"):
+        mambaprune.create_model("mamba_tiny", depth=1, in_chans=1, norm_mean=[0.1] * 3, norm_std=[0.2] * 3)
+
+
 def test_dt_starts_log_uniform_in_1e3_1e1():
     torch.manual_seed(0)
     ssm = SelectiveSSM(d_inner=4096, d_state=4)

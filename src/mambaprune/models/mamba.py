@@ -147,13 +147,14 @@ class VisionMamba(nn.Module):
     """Patch embedding → Mamba blocks → LayerNorm → mean over tokens → linear head.
 
     Input: float images in [0, 1], shape (b, in_chans, img_size, img_size); normalised inside with the
-    ``norm_mean``/``norm_std`` buffers (saved with the weights, so a checkpoint carries its data stats).
+    ``norm_mean``/``norm_std`` buffers (saved with the weights, so a checkpoint carries its data stats). Left out,
+    they are CIFAR's for 3 channels and 0.5/0.5 per channel (to [-1, 1]) otherwise; the pipeline passes its own.
     """
 
     def __init__(self, img_size: int = 32, patch_size: int = 4, in_chans: int = 3, num_classes: int = 10,
                  embed_dim: int = 192, depth: int = 24, d_state: int = 16, d_conv: int = 4,
                  ssm_widths: list[int] | None = None, mlp_widths: list[int] | None = None,
-                 bidirectional: bool = False, norm_mean=CIFAR_MEAN, norm_std=CIFAR_STD):
+                 bidirectional: bool = False, norm_mean=None, norm_std=None):
         super().__init__()
         if img_size % patch_size:
             raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
@@ -162,9 +163,14 @@ class VisionMamba(nn.Module):
         if len(ssm_widths) != depth or len(mlp_widths) != depth:
             raise ValueError(f"ssm_widths and mlp_widths need {depth} entries (one per block), "
                              f"got {len(ssm_widths)} and {len(mlp_widths)}")
+        if norm_mean is None:
+            norm_mean = CIFAR_MEAN if in_chans == 3 else (0.5,) * in_chans
+        if norm_std is None:
+            norm_std = CIFAR_STD if in_chans == 3 else (0.5,) * in_chans
         norm_mean, norm_std = list(norm_mean), list(norm_std)
         if len(norm_mean) != in_chans or len(norm_std) != in_chans:
-            raise ValueError(f"norm_mean/norm_std need {in_chans} entries (one per input channel)")
+            raise ValueError(f"norm_mean/norm_std need {in_chans} entries (one per input channel), got "
+                             f"{len(norm_mean)} and {len(norm_std)}; pass lists of {in_chans} or leave them out")
         self.config = dict(img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=num_classes,
                            embed_dim=embed_dim, depth=depth, d_state=d_state, d_conv=d_conv,
                            ssm_widths=[int(w) for w in ssm_widths], mlp_widths=[int(w) for w in mlp_widths],
