@@ -17,7 +17,6 @@ from mambaprune.data import load_meta, make_loaders
 from mambaprune.distributed import is_main
 from mambaprune.pruning.rounds import RoundContext, run_round
 from mambaprune.runtime import (
-    REWIND_EPOCHS,
     accuracy_of,
     bind_fit,
     check_fits_data,
@@ -34,17 +33,14 @@ from mambaprune.runtime import (
 )
 
 
-def rewind_source(params, pretrain_epochs: int):
+def rewind_source(params):
     """The checkpoint `prune.rewind` returns to, checked before any work starts."""
     p = params.prune
     if p.rewind == "none" or p.method == "rsst":
         return None
     if p.rewind == "init" or p.rewind_epoch == 0:
         return paths.init_checkpoint()
-    if p.rewind_epoch > min(REWIND_EPOCHS, pretrain_epochs):
-        raise ConfigError(f"prune.rewind_epoch must be in [0, {min(REWIND_EPOCHS, pretrain_epochs)}] (pretrain keeps "
-                          f"snapshots of its first {REWIND_EPOCHS} epochs), got {p.rewind_epoch}")
-    return paths.epoch_checkpoint(p.rewind_epoch)
+    return paths.epoch_checkpoint(p.rewind_epoch)  # in range: load_params checked it (config._check_rewind)
 
 
 def min_keep_warnings(cfg, record: dict, base_config, config) -> list[str]:
@@ -84,7 +80,7 @@ def main() -> None:
     dense = load_checkpoint(dense_path)
     check_fits_data(dense, dense_path, load_meta(paths.DATA_DIR))
     check_same_arch(model, source, dense, dense_path)
-    rewind_path = rewind_source(params, params.pretrain.epochs)
+    rewind_path = rewind_source(params)
     rewind_state = None
     if rewind_path:
         rewind = load_checkpoint(rewind_path)

@@ -19,6 +19,9 @@ __all__ = ["ConfigError", "Params", "DataCfg", "ModelCfg", "TrainCfg", "Pretrain
            "FinetuneCfg", "EvaluateCfg", "load_params", "parse_params"]
 
 
+REWIND_EPOCHS = 5  # pretrain keeps snapshots of epochs 0..5 for `prune.rewind: epoch`
+
+
 class ConfigError(ValueError):
     """A parameter is wrong: the message names the key, the value and what is allowed."""
 
@@ -251,10 +254,20 @@ def _check_rounds(p: PruneCfg) -> None:
         raise ConfigError(f"prune.last must be the final round of the chain, but {p.last!r} starts another")
 
 
+def _check_rewind(params: Params) -> None:
+    """`prune.rewind: epoch` needs a snapshot pretrain keeps: say so before pretraining runs, not after."""
+    p, limit = params.prune, min(REWIND_EPOCHS, params.pretrain.epochs)
+    if p.rewind == "epoch" and p.method != "rsst" and p.rewind_epoch > limit:
+        raise ConfigError(f"prune.rewind_epoch must be in [0, {limit}] (pretrain keeps snapshots of its first "
+                          f"{REWIND_EPOCHS} epochs, and pretrain.epochs is {params.pretrain.epochs}), "
+                          f"got {p.rewind_epoch}")
+
+
 def parse_params(raw: Any) -> Params:
     """Validate a params mapping (as read from YAML) into ``Params``."""
     params = _build(Params, raw, "")
     _check_rounds(params.prune)
+    _check_rewind(params)
     if params.data.img_size % params.model.patch_size:
         raise ConfigError(f"data.img_size ({params.data.img_size}) must be a multiple of model.patch_size "
                           f"({params.model.patch_size})")

@@ -23,11 +23,9 @@ import numpy as np
 import torch
 
 from . import distributed
-from .config import ConfigError, Params
+from .config import REWIND_EPOCHS, ConfigError, Params
 from .paths import RESUME_DIR, metrics_file, resume_file, stage_plots_dir, stage_slug
 from .plots import write_json
-
-REWIND_EPOCHS = 5  # pretrain keeps snapshots of epochs 0..5 for `prune.rewind: epoch`
 
 __all__ = ["REWIND_EPOCHS", "clear_resume", "seed_everything", "stage_main", "fingerprint",
            "project_root", "bind_fit", "build_model", "accuracy_of",
