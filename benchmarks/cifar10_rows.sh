@@ -17,7 +17,11 @@ RESULTS=${RESULTS:-results}; SEED=${SEED:-0}
 ROWS=${ROWS:-"dense refill rsst magnitude-l1 random mlp50"}
 PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-22}; ROUND_EPOCHS=${ROUND_EPOCHS:-3}; FINETUNE_EPOCHS=${FINETUNE_EPOCHS:-3}
 [ -d .cache/cifar10-jpg ] || tar xzf .cache/cifar10-jpg.tar.gz -C .cache
-[ -f .cache/params.orig.yaml ] || cp params.yaml .cache/params.orig.yaml
+# params.yaml is rewritten for every row (set_params.py, which drops comments): keep the user's copy and put it
+# back on any exit. A params.yaml with comments is the user's; one without is a killed run's, and the copy saved
+# by that run stays the original.
+if grep -q '^#' params.yaml || [ ! -f .cache/params.orig.yaml ]; then cp params.yaml .cache/params.orig.yaml; fi
+trap 'cp .cache/params.orig.yaml params.yaml' EXIT
 cp .cache/params.orig.yaml params.yaml
 python benchmarks/set_params.py seed=$SEED data.name=imagefolder data.root=.cache/cifar10-jpg data.img_size=32 \
   model.name=mamba_small model.embed_dim=null model.depth=null model.d_state=null \
@@ -58,4 +62,3 @@ for name in $ROWS; do
   archive
   echo "$name: $((SECONDS - t0)) s"
 done
-cp .cache/params.orig.yaml params.yaml

@@ -46,7 +46,7 @@ __all__ = ["selective_scan_cpu", "CHUNK"]
 LOG2E = 1.4426950408889634
 CHUNK = 16  # most tokens per chunk (= checkpoint interval)
 MIN_CHUNK = 4  # fewest tokens per chunk: checkpoints stay <= 1/4 of the full state
-CHUNK_BYTES = 4 << 20  # target size of one (chunk, b, d, n) buffer: about cache-sized, recycled by malloc
+CHUNK_BYTES = 4 << 20  # target size of one (chunk, b, n, d) buffer: about cache-sized, recycled by malloc
 
 
 def _chunk_len(l: int, b: int, d: int, n: int, itemsize: int) -> int:

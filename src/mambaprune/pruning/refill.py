@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 import torch
 
-from .schedule import round_width
+from .select import round_width
 from .units import Member, members, num_directions, unit_matrices
 
 __all__ = ["weight_matrices", "weight_members", "refill_select", "REFILL_CRITERIA"]

@@ -10,18 +10,11 @@ from __future__ import annotations
 
 import math
 
+from .select import round_width  # the project's one rounding rule
+
 __all__ = ["kept_fraction", "round_targets", "rsst_lambda", "RSST_SCHEDULES"]
 
 RSST_SCHEDULES = ("exp", "poly", "linear", "constant")
-
-try:  # the one rounding rule of the project, when select.py provides it
-    from .select import round_width
-except ImportError:  # pragma: no cover - select.py not written yet
-    def round_width(n_keep: float, width: int, min_keep: int, round_to: int) -> int:
-        """Nearest multiple of round_to, at least min_keep (itself rounded up to a multiple), at most width."""
-        n = round_to * math.floor(n_keep / round_to + 0.5 + 1e-9)
-        floor = round_to * math.ceil(min_keep / round_to)
-        return int(min(width, max(n, floor)))
 
 
 def kept_fraction(ratio: float, round_index: int, num_rounds: int) -> float:
