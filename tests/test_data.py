@@ -317,6 +317,20 @@ def test_imagefolder_errors(tmp_path, breaks, expected):
     assert_no_output(tmp_path / "out")
 
 
+def test_imagefolder_layout_is_checked_before_any_image_is_decoded(tmp_path, monkeypatch):
+    """A class mismatch between train/ and test/ needs two directory listings, not 60k JPEG decodes."""
+    import mambaprune.data as data_module
+
+    root = tmp_path / "tree"
+    write_tree(root, n_train=4, n_test=2)
+    _class_mismatch(root)
+    decoded = []
+    monkeypatch.setattr(data_module, "_decode_image", lambda path, size: decoded.append(path))
+    with pytest.raises(DataError, match="differ: only in train"):
+        prepare_data(DataCfg(name="imagefolder", root=str(root), img_size=8), 0, tmp_path / "out")
+    assert decoded == []
+
+
 def test_failed_prepare_keeps_previous_outputs(tmp_path):
     root = tmp_path / "tree"
     write_tree(root, n_train=4, n_test=2)

@@ -139,18 +139,18 @@ def _imagefolder(cfg: DataCfg, seed: int) -> _Source:
     root = Path(cfg.root)
     if not root.is_dir():
         raise DataError(f"imagefolder root {root.resolve()} does not exist: {_LAYOUT}; set data.root in params.yaml")
-    train_x, train_y, train_classes = _read_image_tree(root / "train", cfg.img_size)
-    test_x, test_y, test_classes = _read_image_tree(root / "test", cfg.img_size)
-    if train_classes != test_classes:
-        only_train = sorted(set(train_classes) - set(test_classes))
-        only_test = sorted(set(test_classes) - set(train_classes))
+    train, test = _list_image_tree(root / "train"), _list_image_tree(root / "test")  # checked before any decoding
+    if train.classes != test.classes:
+        only_train = sorted(set(train.classes) - set(test.classes))
+        only_test = sorted(set(test.classes) - set(train.classes))
         raise DataError(f"class folders of {root / 'train'} and {root / 'test'} differ: only in train {only_train}, "
                         f"only in test {only_test}; both splits need the same classes")
-    return _Source(train_x, train_y, test_x, test_y, train_classes, f"imagefolder ({root})")
+    (train_x, train_y), (test_x, test_y) = _decode_tree(train, cfg.img_size), _decode_tree(test, cfg.img_size)
+    return _Source(train_x, train_y, test_x, test_y, list(train.classes), f"imagefolder ({root})")
 
 
-def _read_image_tree(folder: Path, size: int) -> tuple[Tensor, Tensor, list[str]]:
-    """Decode every image of one ImageFolder tree to uint8 RGB at ``size``; labels follow sorted class names."""
+def _list_image_tree(folder: Path):
+    """One ImageFolder tree's listing (labels follow sorted class names), with its layout checked."""
     from torchvision.datasets import ImageFolder
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
@@ -165,11 +165,16 @@ def _read_image_tree(folder: Path, size: int) -> tuple[Tensor, Tensor, list[str]
     if empty:
         raise DataError(f"class folder(s) {', '.join(empty)} in {folder.resolve()} hold no images "
                         f"(extensions read: {', '.join(IMG_EXTENSIONS)}); add images to them or remove them")
+    return tree
+
+
+def _decode_tree(tree, size: int) -> tuple[Tensor, Tensor]:
+    """Every image of a listed tree as uint8 RGB (n, 3, size, size), and its labels."""
     images = np.empty((len(tree.samples), size, size, 3), dtype=np.uint8)
     for i, (path, _) in enumerate(tree.samples):
         images[i] = _decode_image(path, size)
     labels = torch.tensor(tree.targets, dtype=torch.int64)
-    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels, list(tree.classes)
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels
 
 
 def _decode_image(path: str, size: int) -> np.ndarray:
