@@ -56,8 +56,9 @@ def main() -> None:
         acc = accuracy_of(model, val, test, device)
         save_checkpoint(model, paths.checkpoint("pretrained"), plans=[])
         paths.epoch_checkpoint(0).parent.mkdir(parents=True, exist_ok=True)
-        for f in sorted(snapshots.glob("epoch*.pt")):
-            shutil.copy2(f, paths.epoch_checkpoint(int(f.stem[5:])))
+        # this run's epochs only: a crashed run with more epochs may have left others in the snapshot folder
+        for epoch in range(1, min(REWIND_EPOCHS, params.pretrain.epochs) + 1):
+            shutil.copy2(snapshots / f"epoch{epoch}.pt", paths.epoch_checkpoint(epoch))
         metrics = {**acc, **size_summary(model), "epochs": len(history), "wall_time_s": time.time() - start}
         publish_metrics(run, "pretrain", metrics)
     clear_resume("pretrain")

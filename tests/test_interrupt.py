@@ -68,6 +68,9 @@ def test_sigkill_mid_epoch_then_dvc_repro_resumes_with_identical_results(tmp_pat
     assert 2 <= done < 4, f"expected to kill inside epoch 3 or 4, the stage had finished {done} epochs"
     assert not (killed / "metrics/pretrain.json").exists()
 
+    # a snapshot a crashed run with more epochs left behind is not this run's, and must not reach models/rewind/
+    snapshots = killed / ".cache/resume/pretrain-snapshots"
+    (snapshots / "epoch5.pt").write_bytes((snapshots / "epoch1.pt").read_bytes())
     out = repro(killed, env, "pretrain")
     # the CSV row of an epoch is written just before its resume checkpoint: a kill in between loses that epoch
     resumed = re.search(r"resuming from \.cache/resume/pretrain-train\.pt after epoch (\d+)/4", out)
