@@ -103,6 +103,15 @@ def test_choices_are_the_values_the_code_supports():
         assert choices(PruneCfg, name) == set(supported), name
 
 
+def test_params_yaml_holds_the_defaults():
+    """params.yaml says it is the defaults: a key left out of it takes the same value from config.py (the model's
+    width and depth excepted: null there means the size's own, and the digits run shrinks them)."""
+    defaults, shipped = parse_params({}).to_dict(), load_params(ROOT / "params.yaml").to_dict()
+    for section in (defaults, shipped):
+        section["model"].pop("embed_dim"), section["model"].pop("depth")
+    assert defaults == shipped
+
+
 def test_every_field_is_documented():
     import dataclasses
     import typing

@@ -475,7 +475,7 @@ def test_ddp_shards_split_each_global_batch(n):
 
 
 def test_make_loaders(digits_dir):
-    train, val, test, meta = make_loaders(digits_dir, TrainCfg(batch_size=64), seed=0, device="cpu",
+    train, val, test, meta = make_loaders(digits_dir, TrainCfg(batch_size=64, crop_padding=2), seed=0, device="cpu",
                                           eval_batch_size=100)
     assert meta["num_classes"] == 10 and len(train) == math.ceil(meta["sizes"]["train"] / 64)
     assert (train.crop_padding, train.hflip, val.crop_padding, val.hflip) == (2, False, 0, False)

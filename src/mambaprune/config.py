@@ -62,7 +62,7 @@ class ModelCfg:
 class TrainCfg:
     batch_size: int = _f(64, "training batch size (global, across devices)", lo=1, hi=65536)
     optimizer: str = _f("adamw", "optimizer", choices=("adamw", "sgd"))
-    lr: float = _f(0.002, "peak learning rate", lo=0.0, hi=10.0, lo_open=True)
+    lr: float = _f(0.003, "peak learning rate", lo=0.0, hi=10.0, lo_open=True)
     weight_decay: float = _f(0.05, "decoupled (adamw) or L2 (sgd) weight decay", lo=0.0, hi=1.0)
     momentum: float = _f(0.9, "sgd momentum", lo=0.0, hi=1.0, hi_open=True)
     warmup_epochs: float = _f(1.0, "linear warm-up length in epochs", lo=0.0, hi=1000.0)
@@ -70,7 +70,7 @@ class TrainCfg:
     min_lr_ratio: float = _f(0.01, "cosine ends at lr * min_lr_ratio", lo=0.0, hi=1.0)
     label_smoothing: float = _f(0.0, "cross-entropy label smoothing", lo=0.0, hi=1.0, hi_open=True)
     grad_clip: float = _f(1.0, "max global gradient norm; 0 disables", lo=0.0, hi=1e6)
-    crop_padding: int = _f(2, "random-crop zero padding in pixels; 0 disables", lo=0, hi=64)
+    crop_padding: int = _f(1, "random-crop zero padding in pixels; 0 disables", lo=0, hi=64)
     hflip: bool = _f(False, "random horizontal flip")
     device: str = _f("auto", "device to train on", choices=("auto", "cpu", "cuda"))
     compile: bool = _f(False, "torch.compile the model")
@@ -78,7 +78,7 @@ class TrainCfg:
 
 @dataclass(frozen=True)
 class PretrainCfg:
-    epochs: int = _f(12, "dense training epochs", lo=1, hi=10000)
+    epochs: int = _f(20, "dense training epochs", lo=1, hi=10000)
 
 
 @dataclass(frozen=True)
