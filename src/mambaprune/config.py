@@ -51,11 +51,14 @@ class ModelCfg:
     d_state: int | None = _f(None, "SSM state size; null = the size's default", lo=1, hi=256)
     patch_size: int = _f(4, "patch size of the patch embedding", lo=1, hi=64)
     bidirectional: bool = _f(False, "Vim-style second scan over the reversed token sequence")
+    drop_path: float = _f(0.0, "stochastic depth: drop rate of the last block's branches (linear from 0)",
+                          lo=0.0, hi=1.0, hi_open=True)
 
     def overrides(self) -> dict[str, Any]:
         """Constructor overrides for ``create_model`` (None = keep the registry size's default)."""
         out = {k: getattr(self, k) for k in ("embed_dim", "depth", "d_state") if getattr(self, k) is not None}
-        return dict(out, patch_size=self.patch_size, bidirectional=self.bidirectional)
+        return dict(out, patch_size=self.patch_size, bidirectional=self.bidirectional,
+                    drop_path_rate=self.drop_path)
 
 
 @dataclass(frozen=True)
@@ -72,8 +75,19 @@ class TrainCfg:
     grad_clip: float = _f(1.0, "max global gradient norm; 0 disables", lo=0.0, hi=1e6)
     crop_padding: int = _f(1, "random-crop zero padding in pixels; 0 disables", lo=0, hi=64)
     hflip: bool = _f(False, "random horizontal flip")
+    auto_augment: str = _f("none", "per-image policy: TrivialAugmentWide or RandAugment (torchvision's op tables)",
+                           choices=("none", "trivialaugment", "randaugment"))
+    randaugment_ops: int = _f(2, "randaugment: ops per image (N)", lo=1, hi=10)
+    randaugment_magnitude: int = _f(9, "randaugment: magnitude bin (M) of 31", lo=0, hi=30)
+    random_erasing: float = _f(0.0, "probability of erasing a random box of each image (noise fill)", lo=0.0, hi=1.0)
+    mixup_alpha: float = _f(0.0, "Mixup Beta(a, a); 0 disables", lo=0.0, hi=100.0)
+    cutmix_alpha: float = _f(0.0, "CutMix Beta(a, a); 0 disables (with both on, each batch picks one, 50/50)",
+                             lo=0.0, hi=100.0)
+    mix_prob: float = _f(1.0, "probability that a batch is mixed when mixup or cutmix is on", lo=0.0, hi=1.0)
     device: str = _f("auto", "device to train on", choices=("auto", "cpu", "cuda"))
     compile: bool = _f(False, "torch.compile the model")
+    cuda_graph: str = _f("auto", "replay each training step as a CUDA graph (auto: on CUDA without DDP)",
+                         choices=("auto", "on", "off"))
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from mambaprune.augment import Augment
 from mambaprune.config import DataCfg, TrainCfg
 from mambaprune.paths import meta_file, split_file
 
@@ -333,11 +334,14 @@ class BatchLoader:
     ranks' shards of an epoch are disjoint. Without ``drop_last`` the epoch's order is first padded by wrapping
     around to a multiple of ``world_size`` (as DistributedSampler does: fewer than ``world_size`` repeats), so
     every rank runs the same number of equal-sized steps.
+
+    ``augment`` adds the strong per-image augmentations and Mixup/CutMix after crop and flip (``augment.py``);
+    with mixing on, the labels come out as soft (b, ``num_classes``) targets, rows summing to 1.
     """
 
     def __init__(self, images: Tensor, labels: Tensor, batch_size: int, *, shuffle: bool, seed: int,
                  device: torch.device | str, crop_padding: int = 0, hflip: bool = False, drop_last: bool = False,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, augment: Augment | None = None, num_classes: int | None = None):
         if images.dtype != torch.uint8 or images.dim() != 4 or len(images) != len(labels) or len(images) == 0:
             raise ValueError(f"need a non-empty uint8 (N, C, H, W) batch and N labels, got {tuple(images.shape)} "
                              f"{images.dtype} and {len(labels)} labels")
@@ -351,6 +355,10 @@ class BatchLoader:
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.crop_padding, self.hflip, self.drop_last = crop_padding, hflip, drop_last
         self.rank, self.world_size = rank, world_size
+        self.augment = augment if augment is not None and augment.active else None
+        if self.augment is not None and self.augment.mixes and num_classes is None:
+            raise ValueError("Mixup/CutMix need num_classes to build soft targets")
+        self.num_classes = num_classes
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -380,14 +388,27 @@ class BatchLoader:
 
     def __iter__(self):
         order = self._epoch_order().to(self.device)
-        augment = self.crop_padding > 0 or self.hflip
+        augment = self.crop_padding > 0 or self.hflip or self.augment is not None
         gen = _seeded_generator(self.seed, self.epoch, 1 + self.rank, self.device) if augment else None
+        mix_rng = (np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch, 1_000_000 + self.rank]))
+                   if self.augment is not None and self.augment.mixes else None)
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size][self.rank::self.world_size]
-            x = self.images[idx].float().div_(255)
+            x, y = self.images[idx].float().div_(255), self.labels[idx]
             if augment:
                 x = augment_batch(x, self.crop_padding, self.hflip, gen)
-            yield x, self.labels[idx]
+            if self.augment is not None:
+                x = self.augment.images(x, gen)
+                if mix_rng is not None:
+                    x, y = self.augment.mix(x, y, self.num_classes, mix_rng)
+            yield x, y
+
+
+def train_augment(cfg: TrainCfg) -> Augment:
+    """The strong augmentations ``train.*`` asks for (crop and flip are the loader's own)."""
+    return Augment(policy=cfg.auto_augment, num_ops=cfg.randaugment_ops, magnitude=cfg.randaugment_magnitude,
+                   erasing=cfg.random_erasing, mixup_alpha=cfg.mixup_alpha, cutmix_alpha=cfg.cutmix_alpha,
+                   mix_prob=cfg.mix_prob)
 
 
 def make_loaders(data_dir: str | Path, train_cfg: TrainCfg, seed: int, device: torch.device | str,
@@ -399,7 +420,8 @@ def make_loaders(data_dir: str | Path, train_cfg: TrainCfg, seed: int, device: t
     """
     meta = load_meta(data_dir)
     train = BatchLoader(*load_split(data_dir, "train"), train_cfg.batch_size, shuffle=True, seed=seed, device=device,
-                        crop_padding=train_cfg.crop_padding, hflip=train_cfg.hflip, rank=rank, world_size=world_size)
+                        crop_padding=train_cfg.crop_padding, hflip=train_cfg.hflip, rank=rank, world_size=world_size,
+                        augment=train_augment(train_cfg), num_classes=meta["num_classes"])
     val, test = (BatchLoader(*load_split(data_dir, split), eval_batch_size, shuffle=False, seed=seed, device=device)
                  for split in ("val", "test"))
     return train, val, test, meta

@@ -107,9 +107,10 @@ def tracked_run(stage: str, params=None):
 
 
 def full_batches(loader):
-    """The same global batches as a (possibly rank-sharded) train ``BatchLoader``, unsharded: what taylor
-    calibration should see, so the pruning plan does not depend on the number of processes."""
-    if getattr(loader, "world_size", 1) == 1:
+    """The same global batches as a (possibly rank-sharded) train ``BatchLoader``, unsharded and without the
+    strong augmentations (policy, erasing, mixing; crop and flip stay): what taylor calibration should see, so
+    the pruning plan depends neither on the number of processes nor on Mixup partners."""
+    if getattr(loader, "world_size", 1) == 1 and getattr(loader, "augment", None) is None:
         return loader
     from .data import BatchLoader
 

@@ -25,7 +25,6 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -35,11 +34,13 @@ from tqdm import tqdm
 
 from . import distributed
 from .config import TrainCfg
+from .step import TrainStep, autocast, call_hooks, graph_mode_reason
 
 # On CUDA the loss and gradient norm are checked for NaN/inf every this many steps (one host sync), not after
 # every step; a failure still names its exact step, and nothing is saved between the bad step and the check.
 CUDA_CHECK_EVERY = 16
 CPU_CHECK_EVERY = 1
+CUDA_COMMIT_EVERY_S = 60.0  # on CUDA the resume checkpoint is written at most this often (a kill loses less)
 
 __all__ = ["TrainingError", "resolve_device", "build_optimizer", "lr_at", "evaluate", "fit"]
 
@@ -60,12 +61,13 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def build_optimizer(model: nn.Module, cfg: TrainCfg, lr: float) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: TrainCfg, lr: float, capturable: bool = False) -> torch.optim.Optimizer:
     """AdamW or SGD with two groups: weights decay; ``model.no_weight_decay()`` names and 1-D params don't.
 
     Decaying A_log/D would pull the SSM dynamics towards A = -1, D = 0, and decaying norms/biases only
     hurts; the group order is fixed (decay, no-decay) so optimizer states line up across runs. On CUDA the
-    fused AdamW kernel is used (call after moving the model to its device).
+    fused AdamW kernel is used (call after moving the model to its device); ``capturable``: its step may be
+    captured in a CUDA graph (state and LR stay on the device).
     """
     skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
     decay, no_decay = [], []
@@ -77,7 +79,8 @@ def build_optimizer(model: nn.Module, cfg: TrainCfg, lr: float) -> torch.optim.O
                           dict(params=no_decay, weight_decay=0.0)) if g["params"]]
     if cfg.optimizer == "adamw":
         on_cuda = all(p.is_cuda for g in groups for p in g["params"])
-        return torch.optim.AdamW(groups, lr=lr, fused=on_cuda or None)  # fused: one kernel for all params
+        return torch.optim.AdamW(groups, lr=lr, fused=on_cuda or None,  # fused: one kernel for all params
+                                 capturable=capturable)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=False)
     raise ValueError(f"train.optimizer must be 'adamw' or 'sgd', got {cfg.optimizer!r}")
@@ -99,13 +102,6 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, schedu
     return min_lr + 0.5 * (base_lr - min_lr) * (1.0 + math.cos(math.pi * t))
 
 
-def _autocast(device: torch.device):
-    """bf16 on CUDA (fast, no loss scaling needed); plain fp32 on CPU (exact and reproducible)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
-
-
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str) -> dict[str, float]:
     """Mean cross-entropy and accuracy over ``loader``, on this process only: under DDP every rank gets the
@@ -116,7 +112,7 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str) -> 
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with _autocast(device):
+        with autocast(device):
             logits = model(x)
         logits = logits.float()
         totals[0] += F.cross_entropy(logits, y, reduction="sum").double()
@@ -192,10 +188,6 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def _call_hooks(hooks, method: str, *args) -> list:
-    return [getattr(h, method)(*args) for h in hooks if hasattr(h, method)]
-
-
 def fit(model: nn.Module, train_loader, val_loader, cfg: TrainCfg, epochs: int, *, lr: float | None = None,
         hooks: Iterable = (), resume_path: Path | None = None, resume_key: str = "",
         metrics_csv: Path | None = None, log_fn: Callable[[dict], None] | None = None,
@@ -227,8 +219,11 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: TrainCfg, epochs: int, 
                             "training data")
     total_steps = epochs * steps_per_epoch
     warmup_steps = min(total_steps, round(cfg.warmup_epochs * steps_per_epoch))
-    optimizer = build_optimizer(model, cfg, base_lr)
     rank0, ddp = distributed.is_main(), distributed.is_distributed()
+    no_graph = graph_mode_reason(cfg.cuda_graph, device, ddp, hooks, cfg.optimizer)
+    if no_graph and rank0 and (cfg.cuda_graph == "on" or device.type == "cuda"):
+        print(f"[{desc}] training eagerly: {no_graph}", flush=True)
+    optimizer = build_optimizer(model, cfg, base_lr, capturable=no_graph is None)
     if ddp and getattr(train_loader, "world_size", None) not in (None, torch.distributed.get_world_size()):
         raise TrainingError(f"{desc}: the train loader is sharded for world_size {train_loader.world_size} but "
                             f"{torch.distributed.get_world_size()} processes train; build it with "
@@ -260,7 +255,11 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: TrainCfg, epochs: int, 
                                                   else None, find_unused_parameters=False)
     if cfg.compile and device.type == "cuda":
         net = torch.compile(net)
+    step_fn = TrainStep(net, model, optimizer, hooks, device, cfg.label_smoothing, cfg.grad_clip,
+                        graph=no_graph is None, log=lambda msg: print(f"[{desc}] {msg}", flush=True))
+    step_fn.prepare_optimizer()
     check_every = CUDA_CHECK_EVERY if device.type == "cuda" else CPU_CHECK_EVERY
+    last_commit = time.perf_counter()
 
     for epoch in range(start_epoch, epochs + 1):
         train_loader.set_epoch(epoch)
@@ -278,31 +277,11 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: TrainCfg, epochs: int, 
             step = (epoch - 1) * steps_per_epoch + i
             progress = (step + 1) / total_steps
             lr_now = lr_at(step, total_steps, warmup_steps, base_lr, cfg.schedule, cfg.min_lr_ratio)
-            for group in optimizer.param_groups:
-                group["lr"] = lr_now
-
-            # forward + loss (+ hook penalties)
-            with _autocast(device):
-                logits = net(x)
-            logits = logits.float()
-            data_loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-            loss = data_loss
-            for term in _call_hooks(hooks, "loss_term", model, progress):
-                if term is not None:
-                    loss = loss + term
-
-            # backward, clip, hooks' gradient edits, step, hooks' weight edits
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = None
-            if cfg.grad_clip > 0:  # before after_backward, so a penalty gradient added there is not scaled away
-                grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            _call_hooks(hooks, "after_backward", model, progress)
-            optimizer.step()
-            _call_hooks(hooks, "after_step", model, progress, lr_now)
+            out = step_fn(x, y, lr_now, progress)  # forward, loss, backward, clip, hooks, optimizer step
 
             # non-finite checks, in batches of `check_every` steps so the GPU never waits for the host
-            pending.append((i, loss.detach(), grad_norm))
+            # (copies: a replayed graph overwrites its outputs at the next step)
+            pending.append((i, out.loss.clone(), None if out.grad_norm is None else out.grad_norm.clone()))
             if len(pending) == check_every or i + 1 == steps_per_epoch:
                 problem, bad_step, loss_value = _first_nonfinite(pending, ddp)
                 pending.clear()
@@ -311,10 +290,11 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: TrainCfg, epochs: int, 
                     raise _failure(desc, f"{problem} at epoch {epoch}, step {bad_step + 1}/{steps_per_epoch}",
                                    cfg, base_lr, resume_path, history)
 
-            n = y.numel()
+            labels = y.argmax(1) if y.ndim == 2 else y  # Mixup/CutMix targets: the dominant label
+            n = labels.numel()
             seen += n
-            loss_sum += data_loss.detach() * n
-            correct += (logits.detach().argmax(1) == y).sum()
+            loss_sum += out.data_loss * n
+            correct += (out.logits.argmax(1) == labels).sum()
             bar.update(1)
             if not bar.disable and (i % 10 == 0 or i + 1 == steps_per_epoch):
                 bar.set_postfix(loss=f"{loss_value:.3f}", acc=f"{correct.item() / seen:.3f}",
@@ -337,7 +317,7 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: TrainCfg, epochs: int, 
         record = dict(epoch=epoch, train_loss=loss_total / seen, train_acc=correct_total / seen,
                       val_loss=val["loss"], val_acc=val["acc"], lr=lr_now,
                       epoch_time_s=time.perf_counter() - t0, img_per_s=seen / train_time)
-        _call_hooks(hooks, "on_epoch_end", epoch, record)
+        call_hooks(hooks, "on_epoch_end", epoch, record)
         history.append(record)
         if rank0:
             print(f"[{desc}] epoch {epoch}/{epochs}  train loss {record['train_loss']:.4f} acc "
@@ -350,8 +330,12 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: TrainCfg, epochs: int, 
         if rank0 and epoch_callback is not None:
             epoch_callback(epoch, model)
 
-        # ---- commit the epoch (last, so a kill before this point reruns the whole epoch)
-        if rank0 and resume_path is not None:
+        # ---- commit the epoch (last, so a kill before this point reruns the whole epoch). On CUDA an epoch can take
+        # seconds and a ~200 MB checkpoint a good share of one: commit every CUDA_COMMIT_EVERY_S and at the end.
+        due = (device.type != "cuda" or epoch == epochs
+               or time.perf_counter() - last_commit >= CUDA_COMMIT_EVERY_S)
+        if rank0 and resume_path is not None and due:
+            last_commit = time.perf_counter()
             _save_resume(Path(resume_path), dict(
                 key=resume_key, epoch=epoch, epochs=epochs, steps_per_epoch=steps_per_epoch,
                 model=model.state_dict(), optimizer=optimizer.state_dict(),

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from .registry import register_model
 from .scan import resolve_impl, selective_scan
 
-__all__ = ["VisionMamba", "MambaMixer", "SelectiveSSM", "Mlp", "Block"]
+__all__ = ["VisionMamba", "MambaMixer", "SelectiveSSM", "Mlp", "Block", "DropPath"]
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -118,18 +118,41 @@ def add_layer_norm(resid: torch.Tensor, branch: torch.Tensor | None, norm: nn.La
     return norm(resid), resid
 
 
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al. 2016; timm's ``DropPath``): in training, each sample's residual branch is
+    dropped with probability ``p`` and the kept ones scaled by 1/(1 − p), so the expected sum is unchanged. The
+    draw uses the default generator of the branch's device, which CUDA-graph replays advance correctly."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = torch.empty((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device).bernoulli_(keep)
+        return x * mask.div_(keep)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class Block(nn.Module):
     """Pre-norm block on the residual stream: x + mixer(norm1(x)), then + mlp(norm2(·)).
 
     The block's last add is left to the next block (or the final norm), which takes it as ``branch`` so that every
-    residual add fuses with the LayerNorm after it (``add_layer_norm``)."""
+    residual add fuses with the LayerNorm after it (``add_layer_norm``). ``drop_path``: stochastic depth on both
+    branches (0 = off: the layer is an identity)."""
 
-    def __init__(self, dim: int, d_inner: int, mlp_hidden: int, d_state: int, d_conv: int, bidirectional: bool):
+    def __init__(self, dim: int, d_inner: int, mlp_hidden: int, d_state: int, d_conv: int, bidirectional: bool,
+                 drop_path: float = 0.0):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.mixer = MambaMixer(dim, d_inner, d_state, d_conv, bidirectional)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, mlp_hidden)
+        self.drop_path = DropPath(drop_path)
 
     def fused_norms(self, x: torch.Tensor) -> bool:
         """Whether the norms run as the fused Triton kernel: together with the Triton scan."""
@@ -139,8 +162,8 @@ class Block(nn.Module):
         """(residual stream, branch still to add to it) → the same pair after this block."""
         fused = self.fused_norms(resid)
         h, resid = add_layer_norm(resid, branch, self.norm1, fused, feeds_matmul=True)
-        h, resid = add_layer_norm(resid, self.mixer(h), self.norm2, fused, feeds_matmul=True)
-        return resid, self.mlp(h)
+        h, resid = add_layer_norm(resid, self.drop_path(self.mixer(h)), self.norm2, fused, feeds_matmul=True)
+        return resid, self.drop_path(self.mlp(h))
 
 
 class VisionMamba(nn.Module):
@@ -149,12 +172,14 @@ class VisionMamba(nn.Module):
     Input: float images in [0, 1], shape (b, in_chans, img_size, img_size); normalised inside with the
     ``norm_mean``/``norm_std`` buffers (saved with the weights, so a checkpoint carries its data stats). Left out,
     they are CIFAR's for 3 channels and 0.5/0.5 per channel (to [-1, 1]) otherwise; the pipeline passes its own.
+    ``drop_path_rate``: stochastic depth, rising linearly from 0 at the first block to this at the last (timm's
+    rule); it adds no parameters, so it changes no shape or count.
     """
 
     def __init__(self, img_size: int = 32, patch_size: int = 4, in_chans: int = 3, num_classes: int = 10,
                  embed_dim: int = 192, depth: int = 24, d_state: int = 16, d_conv: int = 4,
                  ssm_widths: list[int] | None = None, mlp_widths: list[int] | None = None,
-                 bidirectional: bool = False, norm_mean=None, norm_std=None):
+                 bidirectional: bool = False, norm_mean=None, norm_std=None, drop_path_rate: float = 0.0):
         super().__init__()
         if img_size % patch_size:
             raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
@@ -175,14 +200,18 @@ class VisionMamba(nn.Module):
                            embed_dim=embed_dim, depth=depth, d_state=d_state, d_conv=d_conv,
                            ssm_widths=[int(w) for w in ssm_widths], mlp_widths=[int(w) for w in mlp_widths],
                            bidirectional=bool(bidirectional), norm_mean=[float(m) for m in norm_mean],
-                           norm_std=[float(s) for s in norm_std])
+                           norm_std=[float(s) for s in norm_std], drop_path_rate=float(drop_path_rate))
         self.num_classes, self.num_features = num_classes, embed_dim
         self.register_buffer("norm_mean", torch.tensor(norm_mean).view(1, -1, 1, 1))
         self.register_buffer("norm_std", torch.tensor(norm_std).view(1, -1, 1, 1))
         self.patch_embed = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size)
         self.pos_embed = nn.Parameter(torch.zeros(1, (img_size // patch_size) ** 2, embed_dim))
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
+        rates = [drop_path_rate * i / max(1, depth - 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
-            Block(embed_dim, di, hm, d_state, d_conv, bidirectional) for di, hm in zip(ssm_widths, mlp_widths)
+            Block(embed_dim, di, hm, d_state, d_conv, bidirectional, dp)
+            for di, hm, dp in zip(ssm_widths, mlp_widths, rates)
         )
         self.norm = nn.LayerNorm(embed_dim)
         self.head = nn.Linear(embed_dim, num_classes)
