@@ -70,6 +70,22 @@ def test_ops_are_chosen_per_sample():
         torch.testing.assert_close(mixed[i:i + 1], alone, rtol=0, atol=1e-6)
 
 
+def test_trivialaugment_applies_each_image_its_own_drawn_op():
+    """The generator's draws, in order: an op per image, a magnitude bin per image, a sign per image."""
+    x = _images(1).expand(32, -1, -1, -1).contiguous()
+    out = A.random_policy(x, "trivialaugment", torch.Generator().manual_seed(11))
+    g = torch.Generator().manual_seed(11)
+    op = torch.randint(0, A.NUM_OPS, (32,), generator=g)
+    bins = torch.randint(0, A.NUM_BINS, (32,), generator=g)
+    flip = torch.rand(32, generator=g) < 0.5
+    assert len(set(op.tolist())) >= 8
+    table, signed = A._tables("trivialaugment", 32, torch.device("cpu"))
+    mag = torch.where(flip & signed[op], -table[op, bins], table[op, bins])
+    for i in range(32):
+        torch.testing.assert_close(out[i:i + 1], A._apply_ops(x[i:i + 1], op[i:i + 1], mag[i:i + 1]), rtol=0,
+                                   atol=1e-6)
+
+
 @pytest.mark.parametrize("policy", ["trivialaugment", "randaugment"])
 def test_policies_repeat_with_the_seed(policy):
     x = _images(16)

@@ -20,23 +20,11 @@ def _sync(device: torch.device) -> None:
 
 
 def _cuda_graph(forward):
-    """``forward`` captured once as a CUDA graph; returns a function replaying it. Warmed up on a side stream
-    first (Triton compilation and cuBLAS setup may not happen during a capture)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2):
-            forward()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = forward()
+    """``forward`` captured once as a CUDA graph (the training step's capture helper, ``step.capture_cuda_graph``,
+    warmed up on a side stream first); returns a function replaying it."""
+    from .step import capture_cuda_graph
 
-    def replay():
-        graph.replay()
-        return out  # the captured output tensor, refilled by each replay
-
-    return replay
+    return capture_cuda_graph(forward, torch.device("cuda", torch.cuda.current_device()), warmup=2)
 
 
 @torch.no_grad()
