@@ -124,3 +124,14 @@ def test_every_field_is_documented():
             assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help text"
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert set(raw) == {f.name for f in dataclasses.fields(Params)}
+
+
+@pytest.mark.parametrize("raw,expected", [("auto", "auto"), (True, "on"), (False, "off"), ("on", "on"), ("off", "off")])
+def test_cuda_graph_takes_yaml_on_off(raw, expected):
+    """`-S train.cuda_graph=off` reaches params.yaml as YAML `off`, which YAML reads as false."""
+    assert parse_params({"train": {"cuda_graph": raw}}).train.cuda_graph == expected
+
+
+def test_cuda_graph_refuses_other_values():
+    with pytest.raises(ConfigError, match="train.cuda_graph"):
+        parse_params({"train": {"cuda_graph": "sometimes"}})

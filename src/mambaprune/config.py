@@ -26,11 +26,17 @@ class ConfigError(ValueError):
     """A parameter is wrong: the message names the key, the value and what is allowed."""
 
 
-def _f(default, help: str, choices: tuple | None = None, lo=None, hi=None, lo_open=False, hi_open=False):
-    meta = dict(help=help, choices=choices, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open)
+def _f(default, help: str, choices: tuple | None = None, lo=None, hi=None, lo_open=False, hi_open=False,
+       coerce=None):
+    meta = dict(help=help, choices=choices, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open, coerce=coerce)
     if isinstance(default, dict):
         return field(default_factory=lambda: dict(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def _on_off(value):
+    """YAML reads a bare ``on``/``off`` (what ``-S train.cuda_graph=off`` writes) as a boolean: take it as meant."""
+    return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,7 @@ class TrainCfg:
     device: str = _f("auto", "device to train on", choices=("auto", "cpu", "cuda"))
     compile: bool = _f(False, "torch.compile the model")
     cuda_graph: str = _f("auto", "replay each training step as a CUDA graph (auto: on CUDA without DDP)",
-                         choices=("auto", "on", "off"))
+                         choices=("auto", "on", "off"), coerce=_on_off)
 
 
 @dataclass(frozen=True)
@@ -184,6 +190,8 @@ def _describe(f: dataclasses.Field) -> str:
 
 def _check_value(key: str, f: dataclasses.Field, typ, value):
     """Return ``value`` coerced to the field's type, or raise ConfigError."""
+    if f.metadata.get("coerce") is not None:
+        value = f.metadata["coerce"](value)
     optional = get_origin(typ) is Union or type(typ).__name__ == "UnionType"
     if optional:
         if value is None:
