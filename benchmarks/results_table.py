@@ -15,7 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from mambaprune.plots import png_scatter, write_csv
+from mambaprune.plots import png_scatter
+from mambaprune.records import write_csv
 
 ROW_ORDER = ("refill", "rsst", "magnitude-l1", "random", "mlp50")
 

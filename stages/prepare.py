@@ -5,7 +5,7 @@ import time
 from mambaprune import paths
 from mambaprune.config import load_params
 from mambaprune.data import prepare_data
-from mambaprune.plots import write_json
+from mambaprune.records import write_json
 from mambaprune.runtime import stage_main
 from mambaprune.tracking import stage_run
 

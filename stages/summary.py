@@ -6,7 +6,8 @@ from pathlib import Path
 
 from mambaprune import paths
 from mambaprune.config import load_params
-from mambaprune.plots import plot_rounds, plot_widths, png_line_plot, read_csv, write_csv
+from mambaprune.plots import plot_rounds, plot_widths, png_line_plot
+from mambaprune.records import read_csv, write_csv
 from mambaprune.runtime import project_root, stage_main
 from mambaprune.tracking import summarize
 

@@ -200,7 +200,7 @@ def test_two_processes_match_one_process(digits, tmp_path, monkeypatch):
     assert (ddp_out / "epochs_rank0.csv").is_file() and (ddp_out / "resume_rank0.pt").is_file()
     assert not (ddp_out / "epochs_rank1.csv").exists() and not (ddp_out / "resume_rank1.pt").exists()
     rows = list(csv.DictReader(open(ddp_out / "epochs_rank0.csv")))
-    assert [float(r["train_loss"]) for r in rows] == pytest.approx(r0["plain"]["train_loss"], rel=1e-12)
+    assert [float(r["train_loss"]) for r in rows] == pytest.approx(r0["plain"]["train_loss"], rel=1e-5)  # 6 digits
 
     # resume: both ranks continued from rank 0's epoch-1 checkpoint (rank 1 had no file) and ended exactly
     # where the uninterrupted run did

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-NOT_COMPUTING = {"tracking", "plots", "paths"}  # what they change is logs, plots and file names, not results
+NOT_COMPUTING = {"tracking", "plots", "paths", "records"}  # they change logs, plots, file names, formats; not results
 
 
 def imported_modules(script: Path) -> set[str]:

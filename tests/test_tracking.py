@@ -284,9 +284,9 @@ def test_repro_parent_key_is_per_invoking_process(clean_env, tmp_path):
     assert _keys(stage, {**env, "DVC_EXP_NAME": "e", "DVC_EXP_BASELINE_REV": "abc"}) == ["exp:abc:e"]
 
 
-# ----------------------------------------------------------------------------------------------- plots
+# ----------------------------------------------------------------------------------------------- records, plots
 def test_write_json_exact_and_rounded(tmp_path):
-    from mambaprune.plots import write_json
+    from mambaprune.records import write_json
 
     path = tmp_path / "metrics" / "m.json"
     write_json(path, {"b": 1, "a": {"y": 0.123456789, "x": (1.0, float("nan"))}, "c": "s", "p": Path("d/e")})
@@ -309,7 +309,7 @@ def test_write_json_exact_and_rounded(tmp_path):
 
 
 def test_write_csv_exact(tmp_path):
-    from mambaprune.plots import read_csv, write_csv
+    from mambaprune.records import read_csv, write_csv
 
     path = tmp_path / "plots" / "rounds.csv"
     write_csv(path, [{"round": "r1", "params": 1000, "val_acc": 0.91234567},
@@ -319,32 +319,33 @@ def test_write_csv_exact(tmp_path):
 
 
 def test_writers_leave_old_file_and_no_temp_on_failure(tmp_path, monkeypatch):
-    from mambaprune import plots
+    from mambaprune import records
 
     path = tmp_path / "m.json"
-    plots.write_json(path, {"a": 1})
+    records.write_json(path, {"a": 1})
 
     def broken_replace(src, dst):
         raise OSError("disk gone")
 
-    monkeypatch.setattr(plots.os, "replace", broken_replace)
+    monkeypatch.setattr(records.os, "replace", broken_replace)
     with pytest.raises(OSError):
-        plots.write_json(path, {"a": 2})
+        records.write_json(path, {"a": 2})
     with pytest.raises(OSError):
-        plots.write_csv(tmp_path / "x.csv", [{"a": 1}])
+        records.write_csv(tmp_path / "x.csv", [{"a": 1}])
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"] and json.loads(path.read_text()) == {"a": 1}
 
 
 def test_pngs_are_png_files(tmp_path):
     from mambaprune import plots
+    from mambaprune.records import write_csv
 
     d = tmp_path / "plots"
     for stage, accs in (("pretrain", [0.3, 0.6, 0.8]), ("prune_r1", [0.7, 0.75])):
-        plots.write_csv(d / f"{stage}_epochs.csv", [{"epoch": i + 1, "train_acc": a - 0.05, "val_acc": a}
+        write_csv(d / f"{stage}_epochs.csv", [{"epoch": i + 1, "train_acc": a - 0.05, "val_acc": a}
                                                     for i, a in enumerate(accs)])
-    plots.write_csv(d / "rounds.csv", [{"round": r, "params": p, "flops": 2 * p, "val_acc": a, "test_acc": a - 0.01}
+    write_csv(d / "rounds.csv", [{"round": r, "params": p, "flops": 2 * p, "val_acc": a, "test_acc": a - 0.01}
                                        for r, p, a in (("pretrained", 9000, 0.9), ("r1", 6000, 0.88))])
-    plots.write_csv(d / "widths.csv", [{"layer": i, "ssm_width": 64 - 8 * i, "mlp_width": 128 - 16 * i,
+    write_csv(d / "widths.csv", [{"layer": i, "ssm_width": 64 - 8 * i, "mlp_width": 128 - 16 * i,
                                         "ssm_full": 64} for i in range(4)])
     pngs = [plots.plot_epochs([d / "pretrain_epochs.csv", d / "prune_r1_epochs.csv"], d / "epochs.png"),
             plots.plot_rounds(d / "rounds.csv", d / "rounds.png"),

@@ -3,14 +3,13 @@
 The payload holds only tensors and plain containers/scalars, so it loads with ``torch.load(
 weights_only=True)``: loading never runs code from the file. A file that needs more (a tampered pickle,
 or an object saved by another tool) is refused with ``CheckpointError``; there is deliberately no
-fallback to ``weights_only=False``. Writes are atomic (temp file in the same folder + ``os.replace``),
-so an interrupted save never leaves a truncated checkpoint under the final name.
+fallback to ``weights_only=False``. Writes are atomic (``records.atomic_write``), so an interrupted save never
+leaves a truncated checkpoint under the final name.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from .models.mamba import VisionMamba
+from .records import atomic_write
 
 __all__ = ["FORMAT", "CheckpointError", "save_checkpoint", "load_checkpoint", "load_state_dict_checked"]
 
@@ -60,19 +60,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, **extra) -> Path:
                "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                "plans": list(extra.pop("plans", None) or []), **extra}
     _check_plain(payload, "checkpoint")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda f: torch.save(payload, f))
 
 
 def load_state_dict_checked(model: nn.Module, state: Mapping, source: str = "state dict") -> nn.Module:

@@ -1,90 +1,19 @@
-"""Writers for the small committed files (metrics JSON, plot CSVs) and their PNG versions.
+"""PNG plots of the pipeline's CSVs (``dvc plots show`` loads its chart library from a CDN: blank offline).
 
-Writes are atomic (temp file + ``os.replace``) so a killed stage never leaves a half-written file that
-DVC or git would pick up. Floats are rounded to 6 significant digits so reruns that differ only in the
-last bits do not show up as diffs. PNGs exist because ``dvc plots show`` loads its chart library from a
-CDN (blank offline). matplotlib is imported lazily and without pyplot (no global figure state).
+matplotlib is imported lazily and without pyplot (no global figure state). The CSVs themselves are written
+by ``records``; PNGs go through the same atomic writer.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
-import math
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-SIG_DIGITS = 6
+from .records import atomic_write, read_csv
 
-
-def round_floats(data, digits: int = SIG_DIGITS):
-    """Floats to ``digits`` significant digits (NaN/inf -> None: JSON has no such values); numpy/torch
-    scalars to Python numbers, tuples to lists, Paths to strings; everything else unchanged."""
-    if isinstance(data, bool) or data is None or isinstance(data, (int, str)):
-        return data
-    if isinstance(data, float):
-        return float(f"{data:.{digits}g}") if math.isfinite(data) else None
-    if isinstance(data, Mapping):
-        return {str(k): round_floats(v, digits) for k, v in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [round_floats(v, digits) for v in data]
-    if isinstance(data, Path):
-        return str(data)
-    if hasattr(data, "item") and getattr(data, "ndim", None) == 0:
-        return round_floats(data.item(), digits)
-    if hasattr(data, "tolist"):
-        return round_floats(data.tolist(), digits)
-    return data
-
-
-def _atomic_write(path: Path | str, data: bytes) -> Path:
-    """Write to a temp file in the same folder, then rename over ``path`` (atomic on POSIX and Windows)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_json(path: Path | str, data) -> Path:
-    """Sorted keys, 2-space indent, trailing newline, floats rounded (``round_floats``)."""
-    text = json.dumps(round_floats(data), indent=2, sort_keys=True, allow_nan=False) + "\n"
-    return _atomic_write(path, text.encode())
-
-
-def write_csv(path: Path | str, rows: Sequence[Mapping], fieldnames: Sequence[str] | None = None) -> Path:
-    """Columns: ``fieldnames`` or the union of row keys in first-seen order; missing cells empty."""
-    columns = list(fieldnames) if fieldnames is not None else list(dict.fromkeys(k for r in rows for k in r))
-    buf = io.StringIO(newline="")
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
-    if columns:
-        writer.writeheader()
-    for row in rows:
-        writer.writerow({k: "" if (v := round_floats(row.get(k))) is None else v for k in columns})
-    return _atomic_write(path, buf.getvalue().encode())
-
-
-def read_csv(path: Path | str) -> list[dict[str, object]]:
-    """Rows with numeric cells as floats (empty cells as None, text unchanged)."""
-    def cell(s: str):
-        if s == "":
-            return None
-        try:
-            return float(s)
-        except ValueError:
-            return s
-
-    with open(path, newline="") as f:
-        return [{k: cell(v) for k, v in row.items()} for row in csv.DictReader(f)]
+__all__ = ["png_line_plot", "png_scatter", "plot_rounds", "plot_widths"]
 
 
 # ----------------------------------------------------------------------------------------------- PNGs
@@ -107,7 +36,7 @@ def _save(fig, ax, png_path: Path | str, plotted: bool) -> Path:
         ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    return _atomic_write(png_path, buf.getvalue())
+    return atomic_write(png_path, lambda f: f.write(buf.getvalue()))
 
 
 def _points(rows: Iterable[Mapping], x: str, y: str) -> tuple[list[float], list[float], list[Mapping]]:

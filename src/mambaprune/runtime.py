@@ -25,7 +25,7 @@ import torch
 from . import distributed
 from .config import REWIND_EPOCHS, ConfigError, Params
 from .paths import RESUME_DIR, metrics_file, resume_file, stage_plots_dir, stage_slug
-from .plots import write_json
+from .records import write_json
 
 __all__ = ["REWIND_EPOCHS", "clear_resume", "seed_everything", "stage_main", "fingerprint",
            "project_root", "bind_fit", "build_model", "accuracy_of",

@@ -19,7 +19,6 @@ else (weights, optimizer moments, torch RNG states); the LR is a pure function o
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import sys
@@ -34,6 +33,7 @@ from tqdm import tqdm
 
 from . import distributed
 from .config import TrainCfg
+from .records import atomic_write, write_csv
 from .step import TrainStep, autocast, call_hooks, graph_mode_reason
 
 # On CUDA the loss and gradient norm are checked for NaN/inf every this many steps (one host sync), not after
@@ -130,24 +130,9 @@ def _progress_disabled() -> bool:
             or not distributed.is_main())
 
 
-def _write_csv(path: Path, history: list[dict]) -> None:
-    """Rewrite the whole CSV atomically; columns are the union of record keys (hooks may add some)."""
-    columns = list(dict.fromkeys(k for rec in history for k in rec))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(history)
-    os.replace(tmp, path)
-
-
 def _save_resume(path: Path, state: dict) -> None:
-    """Temp file + os.replace: a kill mid-write leaves the previous checkpoint intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """Atomic (``records.atomic_write``): a kill mid-write leaves the previous checkpoint intact."""
+    atomic_write(path, lambda f: torch.save(state, f))
 
 
 def _load_resume(path: Path | None, key: str, model: nn.Module, epochs: int, steps_per_epoch: int,
@@ -243,7 +228,7 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: TrainCfg, epochs: int, 
         if rank0:
             print(f"[{desc}] resuming from {resume_path} after epoch {state['epoch']}/{epochs}", flush=True)
             if metrics_csv is not None and history:
-                _write_csv(Path(metrics_csv), history)
+                write_csv(metrics_csv, history)
             for rec in history if log_fn is not None else ():
                 log_fn(dict(rec))
         del state
@@ -324,7 +309,7 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: TrainCfg, epochs: int, 
                   f"{record['train_acc']:.4f}  val loss {record['val_loss']:.4f} acc {record['val_acc']:.4f}  "
                   f"lr {lr_now:.2e}  {record['img_per_s']:.0f} img/s", flush=True)
         if rank0 and metrics_csv is not None:
-            _write_csv(Path(metrics_csv), history)
+            write_csv(metrics_csv, history)
         if rank0 and log_fn is not None:
             log_fn(dict(record))
         if rank0 and epoch_callback is not None:
