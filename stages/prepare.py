@@ -3,10 +3,10 @@
 import time
 
 from mambaprune import paths
+from mambaprune.cli import stage_main
 from mambaprune.config import load_params
 from mambaprune.data import prepare_data
 from mambaprune.records import write_json
-from mambaprune.runtime import stage_main
 from mambaprune.tracking import stage_run
 
 

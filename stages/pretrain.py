@@ -9,6 +9,7 @@ import time
 
 from mambaprune import paths
 from mambaprune.checkpoint import save_checkpoint
+from mambaprune.cli import stage_main
 from mambaprune.config import load_params
 from mambaprune.counting import size_summary
 from mambaprune.data import make_loaders
@@ -23,7 +24,6 @@ from mambaprune.runtime import (
     init_stage,
     publish_metrics,
     seed_everything,
-    stage_main,
     tracked_run,
 )
 

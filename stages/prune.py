@@ -11,6 +11,7 @@ import time
 
 from mambaprune import paths
 from mambaprune.checkpoint import load_checkpoint, save_checkpoint
+from mambaprune.cli import stage_main
 from mambaprune.config import ConfigError, load_params
 from mambaprune.counting import count_params
 from mambaprune.data import load_meta, make_loaders
@@ -28,7 +29,6 @@ from mambaprune.runtime import (
     init_stage,
     publish_metrics,
     seed_everything,
-    stage_main,
     tracked_run,
 )
 

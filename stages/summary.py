@@ -5,17 +5,22 @@ import json
 from pathlib import Path
 
 from mambaprune import paths
+from mambaprune.cli import stage_main
 from mambaprune.config import load_params
+from mambaprune.errors import DataError
 from mambaprune.plots import plot_rounds, plot_widths, png_line_plot
 from mambaprune.records import read_csv, write_csv
-from mambaprune.runtime import project_root, stage_main
+from mambaprune.runtime import project_root
 from mambaprune.tracking import summarize
 
 OUT = paths.PLOTS_DIR / "summary"
 
 
 def read_metrics(stage: str) -> dict:
-    return json.loads(paths.metrics_file(stage).read_text())
+    path = paths.metrics_file(stage)
+    if not path.is_file():
+        raise DataError(f"{path} not found: run the stages before the summary (`dvc repro`)")
+    return json.loads(path.read_text())
 
 
 def main() -> None:

@@ -146,6 +146,7 @@ MUTATIONS = [
       "if len(pending) == check_every:", "test_train.py", "nan_loss"),
     M("train-weight-decay-on-A_log", "train.py", "(no_decay if p.ndim < 2 or name in skip else decay)",
       "(no_decay if p.ndim < 2 else decay)", "test_train.py", "weight_decay"),
+    M("cli-catches-every-error", "cli.py", "except MambaPruneError as e:", "except Exception as e:", "test_cli.py"),
     M("counting-x_proj-one-direction", "counting.py", "2 * tokens * dirs * di * (di + 2 * n)",
       "2 * tokens * di * (di + 2 * n)", "test_pruning.py", "flops"),
 ]

@@ -29,6 +29,7 @@ from mambaprune.data import (
     make_loaders,
     prepare_data,
 )
+from mambaprune.errors import ConfigError
 
 
 def load_all(out: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -470,7 +471,7 @@ def test_ddp_shards_split_each_global_batch(n):
         parts = [per_rank[r][step][1] for r in range(world)]
         assert all(len(p) == batch // world for p in parts)
         assert sorted(torch.cat(parts).tolist()) == sorted(y.tolist())
-    with pytest.raises(ValueError, match="multiple of world_size"):
+    with pytest.raises(ConfigError, match="train.batch_size .* must be a multiple of the number of training"):
         BatchLoader(*numbered(n), 10, shuffle=True, seed=0, device="cpu", world_size=4)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-NOT_COMPUTING = {"tracking", "plots", "paths", "records"}  # they change logs, plots, file names, formats; not results
+NOT_COMPUTING = {"tracking", "plots", "paths", "records", "cli", "errors"}  # logs, plots, names, formats, messages
 
 
 def imported_modules(script: Path) -> set[str]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from .errors import CheckpointError
 from .models.mamba import VisionMamba
 from .records import atomic_write
 
@@ -23,10 +24,6 @@ __all__ = ["FORMAT", "CheckpointError", "save_checkpoint", "load_checkpoint", "l
 
 FORMAT = "mambaprune-checkpoint/1"
 _RESERVED = ("format", "arch", "config", "state_dict")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be used: the message names the file, what is wrong and how to fix it."""
 
 
 def _check_plain(value, where: str) -> None:

@@ -15,15 +15,13 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from .errors import ConfigError
+
 __all__ = ["ConfigError", "Params", "DataCfg", "ModelCfg", "TrainCfg", "PretrainCfg", "PruneCfg",
            "FinetuneCfg", "EvaluateCfg", "load_params", "parse_params"]
 
 
 REWIND_EPOCHS = 5  # pretrain keeps snapshots of epochs 0..5 for `prune.rewind: epoch`
-
-
-class ConfigError(ValueError):
-    """A parameter is wrong: the message names the key, the value and what is allowed."""
 
 
 def _f(default, help: str, choices: tuple | None = None, lo=None, hi=None, lo_open=False, hi_open=False,

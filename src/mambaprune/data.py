@@ -25,6 +25,7 @@ from torch import Tensor
 
 from mambaprune.augment import Augment
 from mambaprune.config import DataCfg, TrainCfg
+from mambaprune.errors import ConfigError, DataError
 from mambaprune.paths import meta_file, split_file
 
 __all__ = ["DataError", "SPLITS", "prepare_data", "load_split", "load_meta", "augment_batch", "BatchLoader",
@@ -35,10 +36,6 @@ DIGITS_TEST_FRACTION = 0.2  # digits has no official test split: this share of i
 _CHUNK = 4096  # images per vectorised step in resizing and statistics (bounds the float copies)
 _RERUN = "run the prepare stage (`dvc repro prepare`)"
 _LAYOUT = "expected <root>/train/<class>/<image> and <root>/test/<class>/<image> (torchvision ImageFolder layout)"
-
-
-class DataError(RuntimeError):
-    """Data missing, malformed or unreadable; the message names the file or folder and what to do."""
 
 
 class _Source(NamedTuple):
@@ -348,7 +345,9 @@ class BatchLoader:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} out of range for world_size {world_size}")
         if batch_size < world_size or batch_size % world_size:
-            raise ValueError(f"the global batch_size ({batch_size}) must be a multiple of world_size ({world_size})")
+            raise ConfigError(f"train.batch_size ({batch_size}) is the global batch and must be a multiple of the "
+                              f"number of training processes (world_size {world_size}); change train.batch_size "
+                              "or the process count (MAMBAPRUNE_NPROC, torchrun --nproc_per_node)")
         self.device = torch.device(device)
         self.images = images.to(self.device)
         self.labels = labels.to(self.device, torch.int64)

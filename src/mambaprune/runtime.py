@@ -1,10 +1,6 @@
-"""What every stage script needs: params, seeding, the device, resume fingerprints, one error style.
+"""What every stage script needs: params, seeding, the device, resume fingerprints.
 
-Stage scripts stay thin: ``main()`` calls ``stage_main(fn)``, which turns the project's known errors
-(bad params, missing data, bad checkpoints, a diverging run) into one clear message and exit status 2,
-instead of a traceback.
-
-Data-parallel training stages (pretrain, prune, finetune) call ``stage_main(fn, data_parallel=True)`` and
+Data-parallel training stages (pretrain, prune, finetune) call ``cli.stage_main(fn, data_parallel=True)`` and
 ``init_stage``: under ``torchrun`` (or with ``MAMBAPRUNE_NPROC``) every rank runs the same script on its
 shard of each global batch; rank 0 alone writes outputs and tracks (``is_main``, ``tracked_run``).
 """
@@ -15,19 +11,17 @@ import hashlib
 import json
 import os
 import random
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import distributed
-from .config import REWIND_EPOCHS, ConfigError, Params
+from .config import REWIND_EPOCHS, Params
 from .paths import RESUME_DIR, metrics_file, resume_file, stage_plots_dir, stage_slug
 from .records import write_json
 
-__all__ = ["REWIND_EPOCHS", "clear_resume", "seed_everything", "stage_main", "fingerprint",
+__all__ = ["REWIND_EPOCHS", "clear_resume", "seed_everything", "fingerprint",
            "project_root", "bind_fit", "build_model", "accuracy_of",
            "check_fits_data", "check_same_arch", "init_stage", "tracked_run", "full_batches", "choice_on_rank0"]
 
@@ -59,33 +53,6 @@ def clear_resume(stage: str) -> None:
 
     for f in RESUME_DIR.glob(f"{stage_slug(stage)}-*"):
         shutil.rmtree(f) if f.is_dir() else f.unlink(missing_ok=True)
-
-
-def known_errors() -> tuple[type[BaseException], ...]:
-    from .checkpoint import CheckpointError
-    from .data import DataError
-    from .train import TrainingError
-
-    return (ConfigError, DataError, CheckpointError, TrainingError, FileNotFoundError, ValueError)
-
-
-def stage_main(fn: Callable[[], None], *, data_parallel: bool = False) -> None:
-    """Run a stage; known errors become one line on stderr and exit status 2.
-
-    ``data_parallel``: with ``MAMBAPRUNE_NPROC`` > 1 the stage first re-execs itself under torchrun; under DDP
-    every rank waits at a barrier for rank 0's writes before it leaves the process group. After an error
-    there is no barrier: the rank exits and torchrun stops the others.
-    """
-    if data_parallel:
-        distributed.relaunch_under_torchrun()
-    try:
-        fn()
-    except known_errors() as e:
-        rank = "" if distributed.is_main() else f"[rank {torch.distributed.get_rank()}] "
-        print(f"{rank}error: {e}", file=sys.stderr)
-        sys.exit(2)
-    distributed.barrier()
-    distributed.cleanup()
 
 
 def init_stage(train_cfg) -> tuple[int, int, torch.device]:

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from . import distributed
 from .config import TrainCfg
+from .errors import TrainingError
 from .records import atomic_write, write_csv
 from .step import TrainStep, autocast, call_hooks, graph_mode_reason
 
@@ -43,10 +44,6 @@ CPU_CHECK_EVERY = 1
 CUDA_COMMIT_EVERY_S = 60.0  # on CUDA the resume checkpoint is written at most this often (a kill loses less)
 
 __all__ = ["TrainingError", "resolve_device", "build_optimizer", "lr_at", "evaluate", "fit"]
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. the loss became NaN); the message says where and what to try."""
 
 
 def resolve_device(name: str) -> torch.device:
