@@ -3,15 +3,15 @@
 import time
 
 from mambaprune import paths
-from mambaprune.checkpoint import load_checkpoint
+from mambaprune.checkpoint import check_fits_data, check_same_arch, load_checkpoint
 from mambaprune.cli import stage_main
 from mambaprune.config import load_params
 from mambaprune.counting import size_summary
 from mambaprune.data import load_meta, make_loaders
-from mambaprune.runtime import accuracy_of, check_fits_data, check_same_arch, publish_metrics
+from mambaprune.records import publish_metrics
 from mambaprune.speed import compare_throughput
 from mambaprune.tracking import stage_run
-from mambaprune.train import resolve_device
+from mambaprune.train import accuracy_of, resolve_device
 
 
 def main() -> None:

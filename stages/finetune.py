@@ -6,23 +6,16 @@ Data-parallel with `torchrun --nproc_per_node N stages/finetune.py` or `MAMBAPRU
 import time
 
 from mambaprune import paths
-from mambaprune.checkpoint import load_checkpoint, save_checkpoint
+from mambaprune.checkpoint import check_fits_data, load_checkpoint, save_checkpoint
 from mambaprune.cli import stage_main
 from mambaprune.config import load_params
 from mambaprune.counting import size_summary
 from mambaprune.data import load_meta, make_loaders
 from mambaprune.distributed import is_main
-from mambaprune.runtime import (
-    accuracy_of,
-    bind_fit,
-    check_fits_data,
-    clear_resume,
-    fingerprint,
-    init_stage,
-    publish_metrics,
-    seed_everything,
-    tracked_run,
-)
+from mambaprune.records import publish_metrics
+from mambaprune.stage import bind_fit, clear_resume, fingerprint, init_stage, seed_everything
+from mambaprune.tracking import stage_run
+from mambaprune.train import accuracy_of
 
 
 def main() -> None:
@@ -37,7 +30,7 @@ def main() -> None:
     train, val, test, _ = make_loaders(paths.DATA_DIR, params.train, params.seed, device, params.evaluate.batch_size,
                                        rank=rank, world_size=world_size)
     key = fingerprint("finetune", params.seed, params.train, params.finetune, files=(source,))
-    with tracked_run("finetune", {"finetune": params.finetune.__dict__, "last_round": params.prune.last}) as run:
+    with stage_run("finetune", {"finetune": params.finetune.__dict__, "last_round": params.prune.last}) as run:
         fit = bind_fit(params.train, "finetune", train, val, run, key, lr=params.train.lr * params.finetune.lr_scale)
         history = fit(model, params.finetune.epochs, tag="train")
         if not is_main():

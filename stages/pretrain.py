@@ -10,22 +10,14 @@ import time
 from mambaprune import paths
 from mambaprune.checkpoint import save_checkpoint
 from mambaprune.cli import stage_main
-from mambaprune.config import load_params
+from mambaprune.config import REWIND_EPOCHS, load_params
 from mambaprune.counting import size_summary
 from mambaprune.data import make_loaders
 from mambaprune.distributed import is_main
-from mambaprune.runtime import (
-    REWIND_EPOCHS,
-    accuracy_of,
-    bind_fit,
-    build_model,
-    clear_resume,
-    fingerprint,
-    init_stage,
-    publish_metrics,
-    seed_everything,
-    tracked_run,
-)
+from mambaprune.records import publish_metrics
+from mambaprune.stage import bind_fit, build_model, clear_resume, fingerprint, init_stage, seed_everything
+from mambaprune.tracking import stage_run
+from mambaprune.train import accuracy_of
 
 
 def main() -> None:
@@ -48,7 +40,7 @@ def main() -> None:
 
     logged = {"model": params.model.__dict__, "train": params.train.__dict__, "pretrain": params.pretrain.__dict__,
               "seed": params.seed}
-    with tracked_run("pretrain", logged) as run:
+    with stage_run("pretrain", logged) as run:
         fit = bind_fit(params.train, "pretrain", train, val, run, key)
         history = fit(model, params.pretrain.epochs, tag="train", epoch_callback=snapshot)
         if not is_main():

@@ -10,27 +10,17 @@ import sys
 import time
 
 from mambaprune import paths
-from mambaprune.checkpoint import load_checkpoint, save_checkpoint
+from mambaprune.checkpoint import check_fits_data, check_same_arch, load_checkpoint, save_checkpoint
 from mambaprune.cli import stage_main
 from mambaprune.config import ConfigError, load_params
 from mambaprune.counting import count_params
-from mambaprune.data import load_meta, make_loaders
-from mambaprune.distributed import is_main
+from mambaprune.data import full_batches, load_meta, make_loaders
+from mambaprune.distributed import is_main, on_rank0
 from mambaprune.pruning.rounds import RoundContext, run_round
-from mambaprune.runtime import (
-    accuracy_of,
-    bind_fit,
-    check_fits_data,
-    check_same_arch,
-    choice_on_rank0,
-    clear_resume,
-    fingerprint,
-    full_batches,
-    init_stage,
-    publish_metrics,
-    seed_everything,
-    tracked_run,
-)
+from mambaprune.records import publish_metrics
+from mambaprune.stage import bind_fit, clear_resume, fingerprint, init_stage, seed_everything
+from mambaprune.tracking import stage_run
+from mambaprune.train import accuracy_of
 
 
 def rewind_source(params):
@@ -94,11 +84,11 @@ def main() -> None:
     stage = f"prune@{name}"
     logged = {"prune": {k: v for k, v in params.prune.__dict__.items() if k not in ("rounds", "last")},
               "round": name, "round_index": params.prune.round_index(name), "num_rounds": params.prune.num_rounds}
-    with tracked_run(stage, logged) as run:
+    with stage_run(stage, logged) as run:
         ctx = RoundContext(cfg=params.prune, round_index=params.prune.round_index(name),
                            num_rounds=params.prune.num_rounds, base_config=dense.config,
                            history=list(extra.get("plans", [])), rewind_state=rewind_state,
-                           calib=full_batches(train), seed=params.seed, wrap_choice=choice_on_rank0)
+                           calib=full_batches(train), seed=params.seed, wrap_choice=on_rank0)
         fit = bind_fit(params.train, stage, train, val, run, key)
         model, plan, record = run_round(model, ctx, fit, lambda m: accuracy_of(m, val, test, device))
         if not is_main():

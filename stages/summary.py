@@ -10,8 +10,7 @@ from mambaprune.config import load_params
 from mambaprune.errors import DataError
 from mambaprune.plots import plot_rounds, plot_widths, png_line_plot
 from mambaprune.records import read_csv, write_csv
-from mambaprune.runtime import project_root
-from mambaprune.tracking import summarize
+from mambaprune.tracking import repo_root, summarize
 
 OUT = paths.PLOTS_DIR / "summary"
 
@@ -55,7 +54,7 @@ def main() -> None:
             plot_widths(OUT / "widths.csv", OUT / "widths.png")]
     final_metrics = {k: v for k, v in final.items() if isinstance(v, int | float)}
     artifacts = [*pngs, OUT / "rounds.csv", OUT / "widths.csv", OUT / "epochs.csv", "params.yaml", "dvc.lock"]
-    summarize(project_root(), params.to_dict(), final_metrics, [a for a in artifacts if Path(a).exists()])
+    summarize(repo_root(), params.to_dict(), final_metrics, [a for a in artifacts if Path(a).exists()])
     print(f"summary: test acc {final['test_acc']:.4f} (dense {final['dense_test_acc']:.4f}), "
           f"params {final['params']:,} ({final['param_reduction']:.1%} fewer), speedup {final['speedup']:.2f}x")
 

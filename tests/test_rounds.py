@@ -21,7 +21,7 @@ from mambaprune.pruning.plan import compose_plans, plan_widths, slice_state
 from mambaprune.pruning.refill import weight_matrices
 from mambaprune.pruning.rounds import RoundContext, choose_units, cumulative_plan, round_ratios, run_round
 from mambaprune.pruning.schedule import kept_fraction, round_targets
-from mambaprune.runtime import accuracy_of
+from mambaprune.train import accuracy_of
 from mambaprune.train import fit as train_fit
 
 SEED = 0

@@ -187,6 +187,17 @@ def test_disabled_writes_nothing(clean_env, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_only_rank_0_of_a_data_parallel_stage_tracks(clean_env, tmp_path):
+    from mambaprune import tracking
+
+    clean_env.setenv("DVC_ROOT", str(tmp_path))
+    clean_env.setenv("RANK", "1")  # torchrun sets RANK in every process it starts
+    with tracking.stage_run("pretrain", {"a": 1}) as run:
+        assert not run.enabled and run.run_id is None
+        run.log_metrics({"acc": 0.5})
+    assert list(tmp_path.iterdir()) == []  # no store was even opened
+
+
 def test_broken_store_is_a_warning_not_an_error(clean_env, tmp_path, capsys):
     from mambaprune import tracking
 

@@ -20,7 +20,8 @@ from .errors import CheckpointError
 from .models.mamba import VisionMamba
 from .records import atomic_write
 
-__all__ = ["FORMAT", "CheckpointError", "save_checkpoint", "load_checkpoint", "load_state_dict_checked"]
+__all__ = ["FORMAT", "CheckpointError", "save_checkpoint", "load_checkpoint", "load_state_dict_checked",
+           "check_fits_data", "check_same_arch"]
 
 FORMAT = "mambaprune-checkpoint/1"
 _RESERVED = ("format", "arch", "config", "state_dict")
@@ -160,3 +161,27 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", return_extra: b
     if return_extra:
         return model, {k: v for k, v in payload.items() if k not in _RESERVED}
     return model
+
+
+# ---------------------------------------------------------------------------------------------- compatibility
+_DATA_KEYS = ("img_size", "in_chans", "num_classes")
+_ARCH_KEYS = (*_DATA_KEYS, "patch_size", "embed_dim", "depth", "d_state", "d_conv", "bidirectional")
+
+
+def check_fits_data(model: nn.Module, path: Path, meta: Mapping) -> None:
+    """Refuse (CheckpointError) a checkpoint built for other images or classes than the prepared data/."""
+    diff = [f"{k} {model.config[k]} vs data {meta[k]}" for k in _DATA_KEYS if model.config[k] != meta[k]]
+    if diff:
+        raise CheckpointError(f"{path} does not fit the prepared data ({', '.join(diff)}): it comes from a run on "
+                              f"other data. Re-run the pipeline from pretrain (`dvc repro`), or prepare the data it "
+                              f"was trained on (data.* in params.yaml)")
+
+
+def check_same_arch(model: nn.Module, path: Path, ref: nn.Module, ref_path: Path, widths: bool = False) -> None:
+    """Refuse (CheckpointError) a checkpoint that is not the same network as ``ref`` (pruned widths aside,
+    unless ``widths``): e.g. a round's input left over from a run with another model.* size."""
+    keys = (*_ARCH_KEYS, "ssm_widths", "mlp_widths") if widths else _ARCH_KEYS
+    diff = [f"{k} {model.config[k]} vs {ref.config[k]}" for k in keys if model.config[k] != ref.config[k]]
+    if diff:
+        raise CheckpointError(f"{path} and {ref_path} are not the same architecture ({', '.join(diff)}): they come "
+                              f"from different runs. Re-run the pipeline from pretrain (`dvc repro`)")

@@ -29,7 +29,7 @@ from mambaprune.errors import ConfigError, DataError
 from mambaprune.paths import meta_file, split_file
 
 __all__ = ["DataError", "SPLITS", "prepare_data", "load_split", "load_meta", "augment_batch", "BatchLoader",
-           "make_loaders"]
+           "make_loaders", "full_batches"]
 
 SPLITS = ("train", "val", "test")
 DIGITS_TEST_FRACTION = 0.2  # digits has no official test split: this share of it is held out
@@ -424,3 +424,16 @@ def make_loaders(data_dir: str | Path, train_cfg: TrainCfg, seed: int, device: t
     val, test = (BatchLoader(*load_split(data_dir, split), eval_batch_size, shuffle=False, seed=seed, device=device)
                  for split in ("val", "test"))
     return train, val, test, meta
+
+
+def full_batches(loader: BatchLoader) -> BatchLoader:
+    """The same global batches as a (possibly rank-sharded) train ``BatchLoader``, unsharded and without the
+    strong augmentations (policy, erasing, mixing; crop and flip stay): what taylor calibration should see, so
+    the pruning plan depends neither on the number of processes nor on Mixup partners."""
+    if loader.world_size == 1 and loader.augment is None:
+        return loader
+    full = BatchLoader(loader.images, loader.labels, loader.batch_size, shuffle=loader.shuffle, seed=loader.seed,
+                       device=loader.device, crop_padding=loader.crop_padding, hflip=loader.hflip,
+                       drop_last=loader.drop_last)
+    full.set_epoch(loader.epoch)
+    return full

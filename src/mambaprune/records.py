@@ -21,7 +21,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["SIG_DIGITS", "atomic_write", "round_floats", "write_json", "write_csv", "read_csv"]
+from .paths import metrics_file
+
+__all__ = ["SIG_DIGITS", "atomic_write", "round_floats", "write_json", "write_csv", "read_csv", "publish_metrics"]
 
 SIG_DIGITS = 6
 _UMASK = os.umask(0o022)  # read the process umask (there is no getter) and set it back at once
@@ -98,3 +100,10 @@ def read_csv(path: Path | str) -> list[dict[str, object]]:
 
     with open(path, newline="") as f:
         return [{k: cell(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def publish_metrics(run, stage: str, metrics: Mapping) -> Path:
+    """A stage's final metrics: the scalar ones to its tracking run (``tracking.stage_run``), all of them to
+    ``metrics/<stage>.json`` (DVC's)."""
+    run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+    return write_json(metrics_file(stage), metrics)

@@ -403,9 +403,15 @@ def _parent(client, exp_id: str, root: Path | str | None, commit: str | None):
         return client.create_run(exp_id, tags=tags, run_name=_parent_name(key, commit))
 
 
+def _on_rank0() -> bool:
+    """True in a plain process and on rank 0 of a ``torchrun`` launch (which sets RANK in every process)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def open_stage_run(stage: str) -> NullRun:
-    """A child ``Run`` under this experiment's parent, or a ``NullRun`` (tracking off or MLflow failed)."""
-    if not enabled():
+    """A child ``Run`` under this experiment's parent, or a ``NullRun`` (tracking off, a rank other than 0 of
+    a data-parallel stage, or MLflow failed)."""
+    if not enabled() or not _on_rank0():
         return NullRun()
     try:
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
@@ -427,7 +433,8 @@ def open_stage_run(stage: str) -> NullRun:
 def stage_run(stage: str, params: Mapping | None = None) -> Iterator[NullRun]:
     """``with stage_run("prune", params) as run:`` -> a child run for this stage, FAILED if the block raises.
 
-    Exceptions of the block always propagate; tracking errors never do.
+    Under DDP only rank 0 tracks; every other rank gets a ``NullRun``. Exceptions of the block always propagate;
+    tracking errors never do.
     """
     run = open_stage_run(stage)
     if params:

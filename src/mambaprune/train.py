@@ -43,7 +43,7 @@ CUDA_CHECK_EVERY = 16
 CPU_CHECK_EVERY = 1
 CUDA_COMMIT_EVERY_S = 60.0  # on CUDA the resume checkpoint is written at most this often (a kill loses less)
 
-__all__ = ["TrainingError", "resolve_device", "build_optimizer", "lr_at", "evaluate", "fit"]
+__all__ = ["TrainingError", "resolve_device", "build_optimizer", "lr_at", "evaluate", "accuracy_of", "fit"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -120,6 +120,12 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str) -> 
     if n == 0:
         raise ValueError("evaluate: the loader yielded no samples")
     return dict(loss=loss_sum / n, acc=correct / n)
+
+
+def accuracy_of(model: nn.Module, val_loader: Iterable, test_loader: Iterable, device) -> dict[str, float]:
+    """Validation and test accuracy and loss (test is reported, never used to choose anything)."""
+    val, test = evaluate(model, val_loader, device), evaluate(model, test_loader, device)
+    return {"val_acc": val["acc"], "val_loss": val["loss"], "test_acc": test["acc"], "test_loss": test["loss"]}
 
 
 def _progress_disabled() -> bool:
