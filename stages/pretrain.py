@@ -34,15 +34,15 @@ def main() -> None:
                       files=(paths.meta_file(), paths.split_file("train")))
     snapshots = paths.snapshot_dir("pretrain")  # survives a crash; DVC clears models/ before a rerun
 
-    def snapshot(epoch, model):
-        if epoch <= REWIND_EPOCHS:
+    def snapshot(history, model):  # an epoch callback (train.fit)
+        if (epoch := history[-1]["epoch"]) <= REWIND_EPOCHS:
             save_checkpoint(model, snapshots / f"epoch{epoch}.pt")
 
     logged = {"model": params.model.__dict__, "train": params.train.__dict__, "pretrain": params.pretrain.__dict__,
               "seed": params.seed}
     with stage_run("pretrain", logged) as run:
         fit = bind_fit(params.train, "pretrain", train, val, run, key)
-        history = fit(model, params.pretrain.epochs, tag="train", epoch_callback=snapshot)
+        history = fit(model, params.pretrain.epochs, tag="train", callbacks=[snapshot])
         if not is_main():
             return
         acc = accuracy_of(model, val, test, device)

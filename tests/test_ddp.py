@@ -31,7 +31,7 @@ from mambaprune import distributed
 from mambaprune.config import DataCfg, TrainCfg
 from mambaprune.data import BatchLoader, load_meta, load_split, prepare_data
 from mambaprune.pruning.rsst import RSSTRegularizer
-from mambaprune.train import TrainingError, fit
+from mambaprune.train import TrainingError, fit, history_csv
 
 SEED = 0
 N_TRAIN = 1000  # even (no padding of the order across ranks), and 15 full batches of 64 + one of 40
@@ -74,7 +74,7 @@ def run_scenarios(data_dir, out: Path, rank: int, world_size: int) -> dict:
     train, val = _loaders(data_dir, rank, world_size)
     model = _model(meta)
     history = fit(model, train, val, CFG, EPOCHS, resume_path=out / f"resume_rank{rank}.pt", resume_key="plain",
-                  metrics_csv=out / f"epochs_rank{rank}.csv", desc="plain")
+                  callbacks=[history_csv(out / f"epochs_rank{rank}.csv")], desc="plain")
     res = {"plain": _result(history, model)}
     model = _model(meta)
     history = fit(model, train, val, CFG, 1, hooks=[_rsst(model)], desc="rsst")

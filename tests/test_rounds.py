@@ -69,9 +69,9 @@ def pretrained(digits):
     init = copy.deepcopy(model.state_dict())
     snaps = {}
 
-    def snapshot(epoch, m):
-        snaps[epoch] = copy.deepcopy(m.state_dict())
-    train_fit(model, train, val, TRAIN, 2, epoch_callback=snapshot)
+    def snapshot(history, m):
+        snaps[history[-1]["epoch"]] = copy.deepcopy(m.state_dict())
+    train_fit(model, train, val, TRAIN, 2, callbacks=[snapshot])
     return model, init, snaps[1]
 
 

@@ -187,6 +187,25 @@ def test_disabled_writes_nothing(clean_env, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_epoch_logger_logs_each_record_once_with_its_prefix():
+    """A resumed fit shows the logger the restored history first, then one more record per epoch."""
+    from mambaprune import tracking
+
+    class Recorder(tracking.NullRun):
+        def __init__(self):
+            self.epochs = []
+
+        def log_epoch(self, record):
+            self.epochs.append(dict(record))
+
+    run = Recorder()
+    log = tracking.epoch_logger(run, "rsst")
+    history = [{"epoch": 1, "val_acc": 0.5}, {"epoch": 2, "val_acc": 0.6}]
+    log(history)
+    log(history + [{"epoch": 3, "val_acc": 0.7}])
+    assert run.epochs == [{"rsst/epoch": e, "rsst/val_acc": a, "epoch": e} for e, a in ((1, 0.5), (2, 0.6), (3, 0.7))]
+
+
 def test_only_rank_0_of_a_data_parallel_stage_tracks(clean_env, tmp_path):
     from mambaprune import tracking
 

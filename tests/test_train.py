@@ -13,7 +13,7 @@ from mambaprune import train as train_module
 from mambaprune.config import DataCfg, TrainCfg
 from mambaprune.data import BatchLoader, load_split, make_loaders, prepare_data
 from mambaprune.records import round_floats
-from mambaprune.train import TrainingError, build_optimizer, fit, lr_at
+from mambaprune.train import TrainingError, build_optimizer, fit, history_csv, lr_at
 
 SEED = 0
 
@@ -58,10 +58,17 @@ class Interrupt(Exception):
 
 
 def _interrupt_at(epoch):
-    def callback(e, model):
-        if e == epoch:
+    def callback(history, model):
+        if history[-1]["epoch"] == epoch:
             raise Interrupt
     return callback
+
+
+class Logged(list):
+    """An epoch callback keeping a copy of every record it has not seen yet (as tracking.epoch_logger does)."""
+
+    def __call__(self, history, model):
+        self.extend(dict(r) for r in history[len(self):])
 
 
 class EpochCounter:
@@ -127,7 +134,7 @@ def test_weight_decay_groups(digits):
 def test_zero_epochs_touches_nothing(digits, tmp_path):
     make, train, val, cfg = _tiny_setup(digits)
     ckpt, metrics = tmp_path / "r.pt", tmp_path / "m.csv"
-    assert fit(make(), train, val, cfg, 0, resume_path=ckpt, metrics_csv=metrics) == []
+    assert fit(make(), train, val, cfg, 0, resume_path=ckpt, callbacks=[history_csv(metrics)]) == []
     assert not ckpt.exists() and not metrics.exists()
 
 
@@ -135,7 +142,7 @@ def test_a_loader_without_batches_is_refused_before_training(digits, tmp_path):
     make, _, val, cfg = _tiny_setup(digits)
     ckpt, metrics = tmp_path / "r.pt", tmp_path / "m.csv"
     with pytest.raises(TrainingError, match="yields no batches; lower train.batch_size"):
-        fit(make(), [], val, cfg, 1, resume_path=ckpt, metrics_csv=metrics)
+        fit(make(), [], val, cfg, 1, resume_path=ckpt, callbacks=[history_csv(metrics)])
     assert not ckpt.exists() and not metrics.exists()
 
 
@@ -148,8 +155,8 @@ def test_learns_digits(digits, tmp_path):
     cfg = TrainCfg(batch_size=32, lr=5e-3, warmup_epochs=0.5, crop_padding=1, device="cpu")
     train, val, _, meta = make_loaders(data_dir, cfg, SEED, "cpu", 256)
     torch.manual_seed(SEED)
-    logged = []
-    history = fit(_model(meta), train, val, cfg, 4, metrics_csv=tmp_path / "m.csv", log_fn=logged.append)
+    logged = Logged()
+    history = fit(_model(meta), train, val, cfg, 4, callbacks=[history_csv(tmp_path / "m.csv"), logged])
     assert [r["epoch"] for r in history] == [1, 2, 3, 4] and logged == history
     assert history[-1]["val_acc"] >= 0.85, history  # chance is 0.1
     assert history[-1]["train_loss"] < history[0]["train_loss"]
@@ -182,7 +189,7 @@ def test_hooks_see_increasing_progress_and_edit_gradients(digits, tmp_path):
             record["hook_metric"] = 10 * epoch
 
     rec = Recorder()
-    history = fit(make(), train, val, cfg, 2, hooks=[rec], metrics_csv=tmp_path / "m.csv")
+    history = fit(make(), train, val, cfg, 2, hooks=[rec], callbacks=[history_csv(tmp_path / "m.csv")])
     total = 2 * len(train)
     assert rec.loss_p == rec.backward_p == [(s + 1) / total for s in range(total)]
     warmup = round(cfg.warmup_epochs * len(train))
@@ -230,14 +237,14 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(digits, tmp_path):
     torch.manual_seed(SEED)
     with pytest.raises(Interrupt):  # dies in epoch 3, after epoch 2 was committed
         fit(make(), train, val, cfg, 3, hooks=[NoisyPenalty()], resume_path=ckpt, resume_key="k",
-            metrics_csv=metrics, epoch_callback=_interrupt_at(3))
+            callbacks=[history_csv(metrics), _interrupt_at(3)])
     assert torch.load(ckpt, weights_only=True)["epoch"] == 2
     metrics.unlink()  # DVC deletes a stage's outputs before rerunning it
 
     torch.manual_seed(12345)  # different init and RNG: everything must come from the checkpoint
-    resumed, counter, logged = make(), EpochCounter(), []
+    resumed, counter, logged = make(), EpochCounter(), Logged()
     history = fit(resumed, train, val, cfg, 3, hooks=[NoisyPenalty(), counter], resume_path=ckpt,
-                  resume_key="k", metrics_csv=metrics, log_fn=logged.append)
+                  resume_key="k", callbacks=[history_csv(metrics), logged])
     assert counter.epochs == [3]  # epochs 1-2 were not retrained
     assert [r["epoch"] for r in history] == [1, 2, 3] and [r["epoch"] for r in logged] == [1, 2, 3]
     assert [r["epoch"] for r in csv.DictReader(open(metrics))] == ["1", "2", "3"]

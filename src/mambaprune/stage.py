@@ -22,8 +22,9 @@ from . import distributed
 from .config import Params, TrainCfg
 from .models import VisionMamba, create_model
 from .paths import RESUME_DIR, resume_file, stage_plots_dir, stage_slug
+from .tracking import epoch_logger
+from .train import EpochCallback, history_csv, resolve_device
 from .train import fit as train_fit
-from .train import resolve_device
 
 __all__ = ["seed_everything", "init_stage", "build_model", "fingerprint", "clear_resume", "bind_fit"]
 
@@ -65,19 +66,15 @@ def clear_resume(stage: str) -> None:
 
 
 def bind_fit(train_cfg: TrainCfg, stage: str, train_loader, val_loader, run, key: str, lr: float | None = None):
-    """``fit(model, epochs, hooks=(), tag="train")`` with this stage's loaders, resume file, epoch CSV
-    (``plots/<stage>/<tag>_epochs.csv``) and tracking run bound.
+    """``fit(model, epochs, hooks=(), tag="train", callbacks=())`` with this stage's loaders, resume file, epoch
+    CSV (``plots/<stage>/<tag>_epochs.csv``) and tracking run (metrics ``<tag>/...``) bound.
 
     Each tag (e.g. ``rsst`` then ``recover`` in one round) gets its own resume file, CSV and metric prefix.
     """
-    def fit(model, epochs: int, hooks: Iterable = (), tag: str = "train", epoch_callback=None):
+    def fit(model, epochs: int, hooks: Iterable = (), tag: str = "train", callbacks: Iterable[EpochCallback] = ()):
         name = f"{stage}-{tag}"
-        return train_fit(model, train_loader, val_loader, train_cfg, epochs, lr=lr, hooks=hooks,
-                         epoch_callback=epoch_callback,
-                         resume_path=resume_file(name), resume_key=f"{key}-{tag}",
-                         metrics_csv=stage_plots_dir(stage) / f"{tag}_epochs.csv",
-                         log_fn=lambda rec: run.log_epoch({f"{tag}/{k}": v for k, v in rec.items()}
-                                                          | {"epoch": rec["epoch"]}),
-                         desc=name)
+        reports = [history_csv(stage_plots_dir(stage) / f"{tag}_epochs.csv"), epoch_logger(run, tag), *callbacks]
+        return train_fit(model, train_loader, val_loader, train_cfg, epochs, lr=lr, hooks=hooks, callbacks=reports,
+                         resume_path=resume_file(name), resume_key=f"{key}-{tag}", desc=name)
 
     return fit

@@ -456,6 +456,20 @@ def stage_run(stage: str, params: Mapping | None = None) -> Iterator[NullRun]:
             run.end("FINISHED")
 
 
+def epoch_logger(run: NullRun, prefix: str):
+    """An epoch callback for ``train.fit`` logging each record it has not logged yet to ``run``: its metrics as
+    ``<prefix>/<key>`` at step = its epoch."""
+    logged = 0
+
+    def log(history: list[Mapping], model=None) -> None:
+        nonlocal logged
+        for record in history[logged:]:
+            run.log_epoch({f"{prefix}/{k}": v for k, v in record.items()} | {"epoch": record["epoch"]})
+        logged = len(history)
+
+    return log
+
+
 def _mark_parent(run: Run, status: str) -> None:
     """A failed stage marks the experiment's row FAILED; a later successful summary sets FINISHED."""
     if run.parent_run_id:

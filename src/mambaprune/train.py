@@ -1,7 +1,8 @@
 """The one training loop: pretraining, every pruning round and finetuning all go through ``fit``.
 
 Read ``fit`` top to bottom: set up (device, optimizer, resume), then per epoch: train steps with the LR
-from ``lr_at``, validate, record, write the CSV, call back, and commit a resume checkpoint.
+from ``lr_at``, validate, record, call the epoch callbacks (CSV, tracking, snapshots), and commit a resume
+checkpoint.
 
 Pruning methods plug in through *hooks*: any object with any of
     loss_term(model, progress) -> Tensor | None    added to the loss (its gradient is clipped with the loss's)
@@ -10,6 +11,11 @@ Pruning methods plug in through *hooks*: any object with any of
     after_step(model, progress, lr)                after the optimizer step (edit weights, e.g. a proximal step)
     on_epoch_end(epoch, record)                    may add keys to the epoch record
 where progress = (global_step + 1) / total_steps ∈ (0, 1].
+
+What happens with each epoch's record is up to the *epoch callbacks*: ``callback(history, model)`` after every
+epoch, with the history so far (its last record is the epoch just finished), and once after a resume with the
+restored history, so a CSV can be rewritten and a fresh tracking run shown the whole curve. A callback therefore
+handles records it has not seen yet, e.g. ``history_csv(path)`` rewrites the whole file.
 
 Determinism: on CPU with the same seed, a run killed after epoch k and rerun with the same
 ``resume_path``/``resume_key`` ends with bit-identical weights to an uninterrupted run. The loader's order
@@ -43,7 +49,10 @@ CUDA_CHECK_EVERY = 16
 CPU_CHECK_EVERY = 1
 CUDA_COMMIT_EVERY_S = 60.0  # on CUDA the resume checkpoint is written at most this often (a kill loses less)
 
-__all__ = ["TrainingError", "resolve_device", "build_optimizer", "lr_at", "evaluate", "accuracy_of", "fit"]
+__all__ = ["TrainingError", "EpochCallback", "resolve_device", "build_optimizer", "lr_at", "evaluate", "accuracy_of",
+           "history_csv", "fit"]
+
+EpochCallback = Callable[[list[dict], nn.Module], None]  # (history so far, model) -> None; see the docstring
 
 
 def resolve_device(name: str) -> torch.device:
@@ -133,6 +142,12 @@ def _progress_disabled() -> bool:
             or not distributed.is_main())
 
 
+def history_csv(path: Path | str) -> EpochCallback:
+    """An epoch callback keeping ``path`` a CSV of the history so far (``records.write_csv``; columns are the union
+    of record keys, hooks may add some)."""
+    return lambda history, model: write_csv(path, history)
+
+
 def _save_resume(path: Path, state: dict) -> None:
     """Atomic (``records.atomic_write``): a kill mid-write leaves the previous checkpoint intact."""
     atomic_write(path, lambda f: torch.save(state, f))
@@ -177,27 +192,25 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
 
 
 def fit(model: nn.Module, train_loader, val_loader, cfg: TrainCfg, epochs: int, *, lr: float | None = None,
-        hooks: Iterable = (), resume_path: Path | None = None, resume_key: str = "",
-        metrics_csv: Path | None = None, log_fn: Callable[[dict], None] | None = None,
-        epoch_callback: Callable[[int, nn.Module], None] | None = None, desc: str = "train") -> list[dict]:
+        hooks: Iterable = (), callbacks: Iterable[EpochCallback] = (), resume_path: Path | None = None,
+        resume_key: str = "", desc: str = "train") -> list[dict]:
     """Train ``model`` in place for ``epochs`` epochs; return the per-epoch history (a list of records).
 
     Each epoch: ``train_loader.set_epoch(epoch)``, steps with lr = ``lr_at(...)``, validation, then the
-    record goes to hooks' ``on_epoch_end``, the history, ``metrics_csv``, ``log_fn`` and
-    ``epoch_callback(epoch, model)``; last, the resume checkpoint commits the epoch. On resume the
-    restored records are passed to ``log_fn`` again so a fresh tracking run shows the whole curve.
+    record goes to hooks' ``on_epoch_end`` and the history, and ``callbacks`` see the history; last, the resume
+    checkpoint commits the epoch. After a resume the callbacks see the restored history first.
 
     Under DDP (a process group is initialised, see ``distributed``): ``train_loader`` must be this rank's
     shard (``make_loaders(..., rank=, world_size=)``; ``cfg.batch_size`` stays the global batch), the model
     is wrapped in ``DistributedDataParallel``, the loss checked and the epoch's train loss/accuracy reported
-    are the means over all ranks, every rank runs validation on the whole split, and rank 0 alone writes the
-    CSV and the resume checkpoint and calls ``log_fn`` and ``epoch_callback``; on resume rank 0 reads the
-    checkpoint and broadcasts it, so every rank continues from the same state. Hooks run on every rank on
-    the unwrapped model; ``after_backward`` sees the already averaged (identical) gradients.
+    are the means over all ranks, every rank runs validation on the whole split, and rank 0 alone calls the
+    callbacks and writes the resume checkpoint; on resume rank 0 reads the checkpoint and broadcasts it, so
+    every rank continues from the same state. Hooks run on every rank on the unwrapped model;
+    ``after_backward`` sees the already averaged (identical) gradients.
     """
     if epochs == 0:
         return []
-    hooks = list(hooks)
+    hooks, callbacks = list(hooks), list(callbacks)
     device = resolve_device(cfg.device)
     model.to(device)
     base_lr = cfg.lr if lr is None else lr
@@ -230,10 +243,8 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: TrainCfg, epochs: int, 
         start_epoch = state["epoch"] + 1
         if rank0:
             print(f"[{desc}] resuming from {resume_path} after epoch {state['epoch']}/{epochs}", flush=True)
-            if metrics_csv is not None and history:
-                write_csv(metrics_csv, history)
-            for rec in history if log_fn is not None else ():
-                log_fn(dict(rec))
+            for callback in callbacks:
+                callback(history, model)
         del state
 
     # ---- the module that runs the steps: compiled (CUDA only) and/or DDP-wrapped
@@ -311,12 +322,8 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: TrainCfg, epochs: int, 
             print(f"[{desc}] epoch {epoch}/{epochs}  train loss {record['train_loss']:.4f} acc "
                   f"{record['train_acc']:.4f}  val loss {record['val_loss']:.4f} acc {record['val_acc']:.4f}  "
                   f"lr {lr_now:.2e}  {record['img_per_s']:.0f} img/s", flush=True)
-        if rank0 and metrics_csv is not None:
-            write_csv(metrics_csv, history)
-        if rank0 and log_fn is not None:
-            log_fn(dict(record))
-        if rank0 and epoch_callback is not None:
-            epoch_callback(epoch, model)
+        for callback in callbacks if rank0 else ():
+            callback(history, model)
 
         # ---- commit the epoch (last, so a kill before this point reruns the whole epoch). On CUDA an epoch can take
         # seconds and a ~200 MB checkpoint a good share of one: commit every CUDA_COMMIT_EVERY_S and at the end.
