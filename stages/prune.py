@@ -5,7 +5,6 @@ Data-parallel with `torchrun --nproc_per_node N stages/prune.py <round>` or `MAM
 cut are chosen on rank 0 and broadcast; rank 0 writes.
 """
 
-import math
 import sys
 import time
 
@@ -31,28 +30,6 @@ def rewind_source(params):
     if p.rewind == "init" or p.rewind_epoch == 0:
         return paths.init_checkpoint()
     return paths.epoch_checkpoint(p.rewind_epoch)  # in range: load_params checked it (config._check_rewind)
-
-
-def min_keep_warnings(cfg, record: dict, base_config, config) -> list[str]:
-    """Per unit kind, a warning when min_keep/round_to kept more units than the asked ratio allows, naming the
-    effective ratio. ``select_units`` (magnitude, rsst) words its own, also when it has none: the layer-wise test
-    below means nothing for a global ranking. Refill's schedule reports no warnings, so it gets this check."""
-    out = []
-    floor = math.ceil(cfg.min_keep / cfg.round_to) * cfg.round_to
-    for kind, asked in record["target_ratios"].items():
-        selection = record["selection"].get(kind, {})
-        if "warnings" in selection:
-            out += [f"{kind}: {w}" for w in selection["warnings"]]
-            continue
-        base, kept = list(base_config[f"{kind}_widths"]), list(config[f"{kind}_widths"])
-        raised = [f"layer {i}: {w * (1 - asked):.1f}->{n}" for i, (w, n) in enumerate(zip(base, kept))
-                  if w * (1 - asked) < min(floor, w) and n == min(floor, w)]
-        if raised:
-            effective = 1.0 - sum(kept) / sum(base)
-            out.append(f"{kind}: min_keep={cfg.min_keep} (round_to={cfg.round_to}) raised {len(raised)} layer(s) "
-                       f"above their target ({', '.join(raised)}); effective ratio {effective:.4f} instead of the "
-                       f"asked {asked:.4f}")
-    return out
 
 
 def main() -> None:
@@ -100,7 +77,7 @@ def main() -> None:
             **{k: record[k] for k in ("params", "flops", "ssm_widths", "mlp_widths")},
             "sparsity": 1.0 - record["params"] / count_params(dense),
             "norms_at_cut": record["norms_at_cut"], "target_ratios": record["target_ratios"],
-            "selection_warnings": min_keep_warnings(params.prune, record, dense.config, model.config),
+            "selection_warnings": record["warnings"],
             "wall_time_s": time.time() - start,
         }
         if "lambda_trace" in record:

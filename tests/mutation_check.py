@@ -103,6 +103,10 @@ MUTATIONS = [
       'if scope in ("global", "layerwise"):', "test_pruning.py", "lowest_scores_are_removed"),
     M("select-min-keep-ignored", "pruning/select.py", "return max(n, floor_keep)", "return n",
       "test_pruning.py", "round_width or min_keep"),
+    M("select-floor-warning-ignores-kept", "pruning/select.py", "if base * (1 - ratio) < floor and n == floor:",
+      "if base * (1 - ratio) < floor:", "test_pruning.py", "floor_warnings"),
+    M("core-full-blocks-not-none", "pruning/core.py", "None if len(k) == w else list(k)", "list(k)",
+      "test_pruning.py", "global_and_layerwise_differ"),
     M("select-round-to-rounds-up", "pruning/select.py", "n = _round_half_up(max(n_keep, 0) / round_to)",
       "n = math.ceil(max(n_keep, 0) / round_to)", "test_pruning.py", "round_width or min_keep"),
     # ---- pruning methods: RSST, Refill, rounds
@@ -112,10 +116,8 @@ MUTATIONS = [
       "test_methods.py", "rsst_lambda"),
     M("refill-remain-ranks-by-magnitude", "pruning/refill.py", 'if criterion == "remain":',
       'if criterion == "magnitude":', "test_methods.py", "refill"),
-    M("rounds-ratio-of-current-widths", "pruning/rounds.py",
-      'base = list(ctx.base_config["ssm_widths" if kind == "ssm" else "mlp_widths"])',
-      'base = list(config["ssm_widths" if kind == "ssm" else "mlp_widths"])',
-      "test_rounds.py", "kept_units_follow_schedule"),
+    M("core-ratio-of-current-widths", "pruning/core.py", "base_widths=list(targets.base_widths[kind]))",
+      "base_widths=None)", "test_rounds.py", "kept_units_follow_schedule"),
     # ---- checkpoints, config, training loop, counting
     M("checkpoint-not-weights-only", "checkpoint.py", "map_location=map_location, weights_only=True",
       "map_location=map_location, weights_only=False", "test_checkpoint.py", "tampered"),

@@ -70,16 +70,25 @@ def test_missing_and_invalid_yaml_files(tmp_path):
 
 def test_ratio_helpers_follow_target():
     p = parse_params({"prune": {"target": "ssm", "ratio": 0.7, "mlp_ratio": 0.3}}).prune
-    assert (p.ssm_ratio, p.mlp_final_ratio) == (0.7, 0.0)
+    assert (p.final_ratio("ssm"), p.final_ratio("mlp")) == (0.7, 0.0)
     p = parse_params({"prune": {"target": "both", "ratio": 0.7, "mlp_ratio": 0.3}}).prune
-    assert (p.ssm_ratio, p.mlp_final_ratio) == (0.7, 0.3)
+    assert (p.final_ratio("ssm"), p.final_ratio("mlp")) == (0.7, 0.3)
     p = parse_params({"prune": {"target": "mlp", "ratio": 0.7}}).prune
-    assert (p.ssm_ratio, p.mlp_final_ratio) == (0.0, 0.7)
+    assert (p.final_ratio("ssm"), p.final_ratio("mlp")) == (0.0, 0.7)
 
 
 def test_round_index_walks_the_chain():
     p = parse_params({"prune": {"rounds": {"a": "pretrained", "b": "a", "c": "b"}, "last": "c"}}).prune
     assert [p.round_index(r) for r in "abc"] == [1, 2, 3] and p.num_rounds == 3
+    with pytest.raises(ConfigError, match=r"round 'r9' is not in prune.rounds \(a, b, c\)"):
+        p.round_index("r9")
+
+
+@pytest.mark.parametrize("method,rewind,rewinds", [("magnitude", "init", True), ("refill", "epoch", True),
+                                                   ("magnitude", "none", False), ("rsst", "init", False),
+                                                   ("rsst", "epoch", False)])
+def test_rsst_never_rewinds(method, rewind, rewinds):
+    assert PruneCfg(method=method, rewind=rewind).rewinds is rewinds
 
 
 def test_choices_are_the_values_the_code_supports():

@@ -11,9 +11,10 @@ import torch.nn.functional as F
 
 import mambaprune
 from mambaprune.pruning.plan import apply_plan
-from mambaprune.pruning.refill import refill_select, weight_matrices
+from mambaprune.pruning.refill import refill_select
 from mambaprune.pruning.rsst import RSSTRegularizer, group_norms, removal_plan
 from mambaprune.pruning.schedule import kept_fraction, round_targets, round_width, rsst_lambda
+from mambaprune.pruning.units import weight_matrices
 
 # ---------------------------------------------------------------- schedules
 

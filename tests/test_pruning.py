@@ -14,15 +14,17 @@ import mambaprune
 from mambaprune import VisionMamba, count_flops, count_params, prune_model
 from mambaprune.counting import flops_breakdown, layer_table
 from mambaprune.pruning import (
+    Targets,
     apply_plan,
     compose_plans,
-    prune_model_with_info,
     prune_report,
-    ratios_for_target,
     round_width,
+    score,
     score_units,
+    select,
     select_units,
 )
+from mambaprune.pruning.select import floor_warnings
 
 # --------------------------------------------------------------------------------------------- helpers
 
@@ -140,8 +142,11 @@ def test_reference_ssm_pruning_count(mamba_small):
 
 
 def test_reference_hybrid_pruning_count(mamba_small):
-    pruned, plan, info = prune_model_with_info(mamba_small, ssm_ratio=0.3, mlp_ratio=0.5, scope="global",
-                                               min_keep=8, round_to=8)
+    targets = Targets({"ssm": 0.3, "mlp": 0.5}, {"ssm": mamba_small.ssm_widths, "mlp": mamba_small.mlp_widths},
+                      scope="global", min_keep=8, round_to=8)
+    selection = select(mamba_small, score(mamba_small, targets.ratios, "l1"), targets)
+    pruned, plan, info = apply_plan(mamba_small, selection.plan), selection.plan, selection.info
+    assert prune_model(mamba_small, 0.3, 0.5, scope="global")[1] == plan  # the API is the core with defaults
     assert plan["ssm"] is not None and plan["mlp"] is not None
     assert all(w % 8 == 0 for w in pruned.ssm_widths + pruned.mlp_widths)
     assert count_params(pruned) == model_params(pruned.config)
@@ -237,11 +242,13 @@ def test_global_and_layerwise_differ_on_scaled_block():
     with torch.no_grad():
         for p in m.blocks[1].mlp.parameters():
             p.mul_(10.0)
-    _, g, info = prune_model_with_info(m, mlp_ratio=0.5, scope="global", min_keep=1, round_to=1)
+    targets = Targets({"mlp": 0.5}, {"mlp": [32, 32]}, scope="global", min_keep=1, round_to=1)
+    selection = select(m, score(m, ["mlp"], "l1"), targets)
+    g = selection.plan
     _, lw = prune_model(m, mlp_ratio=0.5, scope="layerwise", min_keep=1, round_to=1)
-    assert len(g["mlp"][1]) > len(g["mlp"][0])  # the ×10 block wins the global ranking
-    assert len(g["mlp"][1]) == 32 and len(g["mlp"][0]) == 1  # ... here entirely; min_keep saves block 0
-    assert info["mlp"]["warnings"] and "effective ratio" in info["mlp"]["warnings"][0]
+    assert g["mlp"][1] is None and len(g["mlp"][0]) == 1  # the ×10 block keeps every unit; min_keep saves block 0
+    assert len(selection.warnings) == 1 and selection.warnings[0].startswith("mlp: min_keep=1")
+    assert "effective ratio" in selection.warnings[0] and selection.info["mlp"]["warnings"]
     assert len(lw["mlp"][0]) == len(lw["mlp"][1]) == 16
 
 
@@ -298,6 +305,15 @@ def test_pruning_twice_composes():
     assert torch.equal(run(apply_plan(m0, compose_plans(pa, pb)), x), run(b, x))
 
 
+def test_floor_warnings_name_the_raised_layers_and_the_effective_ratio():
+    """Refill reports only its kept widths: a layer asked for 6.4 units that kept the floor of 8 was raised."""
+    warnings = floor_warnings(0.9, [64, 256], [8, 32], min_keep=8, round_to=8)
+    assert warnings == ["min_keep=8 (round_to=8) raised 1 layer(s) above their target (layer 0: 6.4->8); effective "
+                        "ratio 0.8750 instead of the asked 0.9000"]
+    assert floor_warnings(0.5, [64, 256], [32, 128], min_keep=8, round_to=8) == []
+    assert floor_warnings(0.9, [64, 256], [16, 24], min_keep=8, round_to=8) == []  # above the floor: not raised
+
+
 def test_gradients_reach_every_remaining_parameter():
     torch.manual_seed(0)
     m = mambaprune.create_model("mamba_tiny", depth=2, embed_dim=32, img_size=16, bidirectional=True)
@@ -316,9 +332,6 @@ def test_unknown_values_are_rejected_with_the_allowed_ones():
         prune_model(m, 0.5, scope="layer-wise")
     with pytest.raises(ValueError, match=r"importance='l3'.*'l1', 'l2', 'taylor', 'random'"):
         prune_model(m, 0.5, importance="l3")
-    with pytest.raises(ValueError, match=r"target='all'.*'ssm', 'mlp', 'both'"):
-        ratios_for_target("all", 0.5)
-    assert ratios_for_target("mlp", 0.5) == (0.0, 0.5) and ratios_for_target("both", 0.5, 0.2) == (0.5, 0.2)
     with pytest.raises(ValueError, match=r"'ssm', 'mlp'"):
         score_units(m, "attn", "l1")
     with pytest.raises(ValueError, match=r"'global', 'layerwise'"):

@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 from masking import masked_forward
 
 from mambaprune import VisionMamba
-from mambaprune.pruning import SCOPES, TARGETS, prune_model, ratios_for_target, score_units
+from mambaprune.config import PruneCfg
+from mambaprune.pruning import SCOPES, TARGETS, prune_model, score_units
 
 
 @st.composite
@@ -37,7 +38,8 @@ def test_any_pruning_is_valid_and_equals_masking(c):
     dense.set_scan_impl("ref")
     x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
     calib = [(x, torch.tensor([1, 7]))]
-    ratios = dict(zip(("ssm", "mlp"), ratios_for_target(c["target"], c["ratio"], c["mlp_ratio"])))
+    prune = PruneCfg(target=c["target"], ratio=c["ratio"], mlp_ratio=c["mlp_ratio"])  # as the pipeline maps them
+    ratios = {kind: prune.final_ratio(kind) for kind in ("ssm", "mlp")}
     kw = dict(scope=c["scope"], importance=c["importance"], min_keep=c["min_keep"], round_to=c["round_to"],
               calib=calib, seed=c["seed"])
     pruned, plan = prune_model(dense, ratios["ssm"], ratios["mlp"], **kw)
@@ -49,6 +51,7 @@ def test_any_pruning_is_valid_and_equals_masking(c):
             continue
         scores = score_units(dense, kind, c["importance"], calib=calib, seed=c["seed"])
         for w, n, keep, s in zip(before, after, plan[kind], scores):
+            keep = list(range(w)) if keep is None else keep  # None: the block keeps every unit
             floor = min(-(-c["min_keep"] // c["round_to"]) * c["round_to"], w)  # min_keep rounded up, capped
             assert min(c["min_keep"], w) <= floor <= n <= w and len(keep) == n
             assert n % c["round_to"] == 0 or n == w

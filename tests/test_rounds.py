@@ -18,9 +18,9 @@ from mambaprune.config import DataCfg, PruneCfg, TrainCfg
 from mambaprune.counting import count_params
 from mambaprune.data import make_loaders, prepare_data
 from mambaprune.pruning.plan import compose_plans, plan_widths, slice_state
-from mambaprune.pruning.refill import weight_matrices
 from mambaprune.pruning.rounds import RoundContext, choose_units, cumulative_plan, round_ratios, run_round
 from mambaprune.pruning.schedule import kept_fraction, round_targets
+from mambaprune.pruning.units import weight_matrices
 from mambaprune.train import accuracy_of
 from mambaprune.train import fit as train_fit
 
@@ -131,7 +131,7 @@ def _assert_states_equal(a, b):
 
 
 def _finals(cfg):
-    return {"ssm": cfg.ssm_ratio, "mlp": cfg.mlp_final_ratio}
+    return {kind: cfg.final_ratio(kind) for kind in ("ssm", "mlp")}
 
 
 # ---------------------------------------------------------------- 1. the schedule inside rounds
@@ -417,7 +417,7 @@ def test_refill_global_splits_the_total_by_fillback():
                        min_keep=1)
         ctx = RoundContext(cfg=cfg, round_index=1, num_rounds=1, base_config=dense.config, history=[],
                            rewind_state=None)
-        plan, _ = choose_units(dense, ctx)
+        plan = choose_units(dense, ctx).plan
         splits[fb] = [len(k) for k in plan["mlp"]]
         assert abs(sum(splits[fb]) - 100) <= 1  # half of 128 + 72
     assert splits[1.0] == [64, 36]  # fillback 1: every layer counts fully -> proportional to width

@@ -125,18 +125,23 @@ class PruneCfg:
     rounds: dict = _f({"r1": "pretrained", "r2": "r1"}, "round -> checkpoint it starts from")
     last: str = _f("r2", "the round finetune starts from")
 
-    @property
-    def ssm_ratio(self) -> float:
-        return self.ratio if self.target in ("ssm", "both") else 0.0
+    def final_ratio(self, kind: str) -> float:
+        """Fraction of ``kind``'s original units removed after the last round: ``ratio`` (the MLP's own
+        ``mlp_ratio`` when set) for a targeted kind, 0 for the other."""
+        if self.target not in (kind, "both"):
+            return 0.0
+        return self.mlp_ratio if kind == "mlp" and self.mlp_ratio is not None else self.ratio
 
     @property
-    def mlp_final_ratio(self) -> float:
-        if self.target == "ssm":
-            return 0.0
-        return self.ratio if self.mlp_ratio is None else self.mlp_ratio
+    def rewinds(self) -> bool:
+        """Whether a round restarts its retraining from earlier weights. Never for RSST: its penalty has already
+        driven the removed groups towards zero on the trained weights, which the round keeps training."""
+        return self.rewind != "none" and self.method != "rsst"
 
     def round_index(self, name: str) -> int:
-        """1-based position of a round in its chain (r1 → 1)."""
+        """1-based position of a round in its chain (r1 → 1); ConfigError for a name that is not a round."""
+        if name not in self.rounds:
+            raise ConfigError(f"round {name!r} is not in prune.rounds ({', '.join(self.rounds)})")
         i, cur = 0, name
         while cur != "pretrained":
             i, cur = i + 1, self.rounds[cur]
@@ -277,7 +282,7 @@ def _check_rounds(p: PruneCfg) -> None:
 def _check_rewind(params: Params) -> None:
     """`prune.rewind: epoch` needs a snapshot pretrain keeps: say so before pretraining runs, not after."""
     p, limit = params.prune, min(REWIND_EPOCHS, params.pretrain.epochs)
-    if p.rewind == "epoch" and p.method != "rsst" and p.rewind_epoch > limit:
+    if p.rewinds and p.rewind == "epoch" and p.rewind_epoch > limit:
         raise ConfigError(f"prune.rewind_epoch must be in [0, {limit}] (pretrain keeps snapshots of its first "
                           f"{REWIND_EPOCHS} epochs, and pretrain.epochs is {params.pretrain.epochs}), "
                           f"got {p.rewind_epoch}")

@@ -1,9 +1,11 @@
 """Structured pruning. The engine: coupling spec (units), plans as data (plan), scores (importance), selection
-(select) and the one-call pruner (api). The methods the pipeline runs round by round (rounds): magnitude with
+(select), and the core that puts them together (core: score → select → plan → apply), which both the one-call
+pruner (api.prune_model) and the pipeline's rounds (rounds) call. The methods round by round: magnitude with
 optional rewinding, Refill (refill), RSST's regulariser (rsst) and the per-round targets and λ schedules
 (schedule)."""
 
-from .api import TARGETS, prune_model, prune_model_with_info, prune_report, ratios_for_target
+from .api import TARGETS, prune_model, prune_report
+from .core import Selection, Targets, score, select
 from .importance import CRITERIA, IMPORTANCES, accumulate_grads, score_units
 from .plan import Plan, apply_plan, compose_plans, identity_plan, plan_widths, slice_state, validate_plan
 from .select import SCOPES, round_width, select_units
@@ -14,5 +16,6 @@ __all__ = [
     "Plan", "identity_plan", "plan_widths", "slice_state", "apply_plan", "compose_plans", "validate_plan",
     "CRITERIA", "IMPORTANCES", "accumulate_grads", "score_units",
     "SCOPES", "round_width", "select_units",
-    "TARGETS", "prune_model", "prune_model_with_info", "prune_report", "ratios_for_target",
+    "Targets", "Selection", "score", "select",
+    "TARGETS", "prune_model", "prune_report",
 ]

@@ -1,9 +1,9 @@
-"""One call to prune: validate → score (importance.py) → select (select.py) → plan → apply (plan.py).
+"""``prune_model``: the pruning core (``core.py``: score → select → plan → apply) with defaults, for one call.
 
-The pruner holds no state: the plan it returns is the whole record of what was removed, and the
-selection info (thresholds, per-layer counts, warnings) comes back from ``prune_model_with_info``.
-Every argument is checked before any work, so a typo (``scope="layer-wise"``) fails loudly instead of
-silently pruning nothing, as the reference design did.
+The pruner holds no state: the plan it returns is the whole record of what was removed. For the selection info
+(thresholds, per-layer counts, min_keep warnings) call ``core.score`` and ``core.select`` directly. Every argument
+is checked before any work, so a typo (``scope="layer-wise"``) fails loudly instead of silently pruning nothing,
+as the reference design did.
 """
 
 from __future__ import annotations
@@ -14,14 +14,15 @@ from collections.abc import Iterable, Mapping
 import torch.nn as nn
 
 from ..counting import count_flops, count_params, layer_table
-from .importance import IMPORTANCES, accumulate_grads, score_units
+from .core import Targets, score, select
+from .importance import IMPORTANCES
 from .plan import Plan, apply_plan, plan_widths
-from .select import SCOPES, select_units
-from .units import KINDS
+from .select import SCOPES
+from .units import KINDS, widths
 
-__all__ = ["TARGETS", "prune_model", "prune_model_with_info", "prune_report", "ratios_for_target"]
+__all__ = ["TARGETS", "prune_model", "prune_report"]
 
-TARGETS = ("ssm", "mlp", "both")
+TARGETS = ("ssm", "mlp", "both")  # the values of prune.target (config.PruneCfg.final_ratio maps them to kinds)
 
 
 def _choice(arg: str, value, allowed: tuple) -> None:
@@ -42,17 +43,9 @@ def _int(arg: str, value, lo: int) -> int:
     return value
 
 
-def ratios_for_target(target: str, ratio: float, mlp_ratio: float | None = None) -> tuple[float, float]:
-    """(ssm_ratio, mlp_ratio) for a ``target`` of 'ssm' | 'mlp' | 'both' (as ``PruneCfg`` defines them)."""
-    _choice("target", target, TARGETS)
-    ratio = _ratio("ratio", ratio)
-    mlp = ratio if mlp_ratio is None else _ratio("mlp_ratio", mlp_ratio)
-    return (ratio if target in ("ssm", "both") else 0.0), (mlp if target in ("mlp", "both") else 0.0)
-
-
 def _base_widths(base_widths, model: nn.Module) -> dict[str, list[int]]:
     """Accepts None, {'ssm': [...], 'mlp': [...]} or an original model config (ssm_widths/mlp_widths)."""
-    current = {"ssm": list(model.config["ssm_widths"]), "mlp": list(model.config["mlp_widths"])}
+    current = {kind: widths(model.config, kind) for kind in KINDS}
     if base_widths is None:
         return current
     if not isinstance(base_widths, Mapping):
@@ -69,11 +62,16 @@ def _base_widths(base_widths, model: nn.Module) -> dict[str, list[int]]:
     return out
 
 
-def prune_model_with_info(model: nn.Module, ssm_ratio: float = 0.0, mlp_ratio: float = 0.0, scope: str = "global",
-                          importance: str = "l1", min_keep: int = 8, round_to: int = 8,
-                          calib: Iterable | None = None, calib_batches: int = 4, seed: int = 0,
-                          base_widths=None) -> tuple[nn.Module, Plan, dict]:
-    """``prune_model`` that also returns the selection info per kind: {'ssm': info | None, 'mlp': ...}."""
+def prune_model(model: nn.Module, ssm_ratio: float = 0.0, mlp_ratio: float = 0.0, scope: str = "global",
+                importance: str = "l1", min_keep: int = 8, round_to: int = 8, calib: Iterable | None = None,
+                calib_batches: int = 4, seed: int = 0, base_widths=None) -> tuple[nn.Module, Plan]:
+    """Remove the least important SSM channels and MLP neurons → (new smaller model, plan).
+
+    Ratios are fractions of ``base_widths`` (default: the model's current widths) removed in total; 0
+    leaves a kind untouched (its plan entry is None, as is any block that keeps every unit). ``model`` is not
+    modified. See ``select.py`` for scope/min_keep/round_to and ``importance.py`` for the criteria (taylor needs
+    ``calib`` batches).
+    """
     ratios = {"ssm": _ratio("ssm_ratio", ssm_ratio), "mlp": _ratio("mlp_ratio", mlp_ratio)}
     _choice("scope", scope, SCOPES)
     _choice("importance", importance, IMPORTANCES)
@@ -83,33 +81,10 @@ def prune_model_with_info(model: nn.Module, ssm_ratio: float = 0.0, mlp_ratio: f
     _int("seed", seed, 0)
     if importance == "taylor" and calib is None:
         raise ValueError("importance='taylor' needs calib=<iterable of (x, y) batches> for its gradients")
-    base = _base_widths(base_widths, model)
-
-    plan: Plan = {kind: None for kind in KINDS}
-    info: dict = {kind: None for kind in KINDS}
-    grads = None
-    if importance == "taylor" and any(ratios.values()):  # one calibration pass serves both kinds
-        grads = accumulate_grads(model, calib, calib_batches)
-    for kind in KINDS:
-        if ratios[kind] == 0.0:
-            continue
-        scores = score_units(model, kind, importance, seed=seed, grads=grads)
-        plan[kind], info[kind] = select_units(scores, ratios[kind], scope, min_keep, round_to, base[kind])
-    return apply_plan(model, plan), plan, info
-
-
-def prune_model(model: nn.Module, ssm_ratio: float = 0.0, mlp_ratio: float = 0.0, scope: str = "global",
-                importance: str = "l1", min_keep: int = 8, round_to: int = 8, calib: Iterable | None = None,
-                calib_batches: int = 4, seed: int = 0, base_widths=None) -> tuple[nn.Module, Plan]:
-    """Remove the least important SSM channels and MLP neurons → (new smaller model, plan).
-
-    Ratios are fractions of ``base_widths`` (default: the model's current widths) removed in total; 0
-    leaves a kind untouched (its plan entry is None). ``model`` is not modified. See ``select.py`` for
-    scope/min_keep/round_to and ``importance.py`` for the criteria (taylor needs ``calib`` batches).
-    """
-    pruned, plan, _ = prune_model_with_info(model, ssm_ratio, mlp_ratio, scope, importance, min_keep, round_to,
-                                            calib, calib_batches, seed, base_widths)
-    return pruned, plan
+    targets = Targets({kind: r for kind, r in ratios.items() if r > 0}, _base_widths(base_widths, model), scope,
+                      min_keep, round_to)
+    selection = select(model, score(model, targets.ratios, importance, calib, calib_batches, seed), targets)
+    return apply_plan(model, selection.plan), selection.plan
 
 
 def prune_report(model_before: nn.Module, model_after: nn.Module, plan: Plan, info: Mapping | None = None) -> dict:

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .units import KINDS, unit_matrices
+from .units import KINDS, unit_matrices, widths
 
 __all__ = ["CRITERIA", "IMPORTANCES", "score_units", "accumulate_grads", "l1", "l2", "taylor", "random"]
 
@@ -67,8 +67,7 @@ def taylor(model: nn.Module, kind: str, grads, generator) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def random(model: nn.Module, kind: str, grads, generator) -> list[torch.Tensor]:
-    widths = model.config["ssm_widths" if kind == "ssm" else "mlp_widths"]
-    return [torch.rand(int(w), generator=generator, dtype=torch.float64) for w in widths]
+    return [torch.rand(w, generator=generator, dtype=torch.float64) for w in widths(model.config, kind)]
 
 
 CRITERIA: dict[str, Criterion] = {"l1": l1, "l2": l2, "taylor": taylor, "random": random}

@@ -7,37 +7,20 @@
    given (the schedule fixes how many, refill decides which) — ranked by surviving-weight count
    (``remain``) or by the unit's L1 magnitude (``magnitude``), then min_keep / round_to.
 
-Which entries count as a unit's weights: ``weight_matrices`` — the coupling spec minus buffers (dt_bias)
-and minus A_log. A_log is log(−A): its size says nothing about the unit's contribution (A_log = 0 means
-A = −1, not "no unit"), so neither magnitude pruning nor the RSST penalty looks at it; it is still cut
-with its unit. D (the skip weight) and the biases are weights of the unit's path and do count.
+Which entries count as a unit's weights: ``units.weight_matrices`` — the coupling spec minus buffers (dt_bias)
+and minus A_log (see units.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 
 from .select import round_width
-from .units import Member, members, num_directions, unit_matrices
+from .units import weight_matrices
 
-__all__ = ["weight_matrices", "weight_members", "refill_select", "REFILL_CRITERIA"]
+__all__ = ["refill_select", "REFILL_CRITERIA"]
 
 REFILL_CRITERIA = ("remain", "magnitude")
-_NOT_A_SIZE = ("A_log",)  # members whose value carries no size of the unit (see module docstring)
-
-
-def weight_members(config: Mapping, kind: str) -> list[Member]:
-    """The members behind ``weight_matrices``: the coupling spec without the dt_bias buffer and A_log."""
-    return [m for m in members(kind, num_directions(config)) if not m.name.endswith(("dt_bias", *_NOT_A_SIZE))]
-
-
-def weight_matrices(state: Mapping[str, torch.Tensor], config: Mapping, kind: str, i: int) -> list[torch.Tensor]:
-    """``unit_matrices`` of block i restricted to entries that carry the unit's size (A_log left out)."""
-    names = [m.name for m in members(kind, num_directions(config)) if not m.name.endswith("dt_bias")]
-    mats = unit_matrices(state, config, kind, i)
-    return [mat for name, mat in zip(names, mats, strict=True) if not name.endswith(_NOT_A_SIZE)]
 
 
 def _unit_rows(model: torch.nn.Module, kind: str) -> list[torch.Tensor]:

@@ -10,11 +10,12 @@ retrain — and differ only where the issue says they do:
   int(n_eq + (W − n_eq)·fillback_rate) set how the total is split across layers; cut; rewind; retrain.
 - ``rsst``: the units to remove are chosen first; the round trains at full width with a growing penalty
   on just those units' weight groups; then they are cut (their norms are logged: near zero) and
-  ``prune.recover_epochs`` optionally retrain. RSST continues from the trained weights, so ``rewind``
-  does not apply to it.
+  ``prune.recover_epochs`` optionally retrain. RSST continues from the trained weights: it never rewinds
+  (``PruneCfg.rewinds``).
 
-``fit`` is passed in (the stage binds data loaders, resume files and tracking to it), so this module
-holds only the method logic.
+Every method selects through the pruning core (``core.py``): ``choose_units`` turns the round's targets into
+a ``Selection`` (plan, info, warnings). ``fit`` is passed in (the stage binds data loaders, resume files and
+tracking to it), so this module holds only the method logic.
 """
 
 from __future__ import annotations
@@ -26,14 +27,20 @@ import torch
 
 from ..config import PruneCfg
 from ..counting import size_summary
-from .importance import accumulate_grads, score_units
+from .core import Selection, Targets, score, select
 from .plan import Plan, apply_plan, compose_plans, slice_state
 from .refill import refill_select
 from .rsst import RSSTRegularizer, group_norms
 from .schedule import kept_fraction, round_targets
-from .select import round_width, select_units
+from .select import floor_warnings, round_width
+from .units import complement, widths
 
-__all__ = ["RoundContext", "round_ratios", "choose_units", "run_round", "cumulative_plan"]
+__all__ = ["FIT_TAGS", "RoundContext", "round_ratios", "round_targets_of", "choose_units", "run_round",
+           "cumulative_plan"]
+
+# The tags ``fit`` runs under, in the order a stage runs them: pretrain and finetune train; a round retrains, or
+# (RSST) trains with the penalty and then recovers. Each tag has its own epoch CSV and resume file.
+FIT_TAGS = ("train", "rsst", "retrain", "recover")
 
 FitFn = Callable[..., list]  # fit(model, epochs, hooks=(), tag="") -> per-epoch history
 EvalFn = Callable[[torch.nn.Module], dict]  # evaluate(model) -> {"val_acc", "test_acc", ...}
@@ -56,14 +63,18 @@ class RoundContext:
 def round_ratios(cfg: PruneCfg, round_index: int, num_rounds: int) -> dict[str, float]:
     """Cumulative fraction of the ORIGINAL units of each targeted kind removed after this round."""
     out = {}
-    for kind, final in (("ssm", cfg.ssm_ratio), ("mlp", cfg.mlp_final_ratio)):
-        if final > 0:
+    for kind in ("ssm", "mlp"):
+        if (final := cfg.final_ratio(kind)) > 0:
             out[kind] = 1.0 - kept_fraction(final, round_index, num_rounds)
     return out
 
 
-def _final_ratio(cfg: PruneCfg, kind: str) -> float:
-    return cfg.ssm_ratio if kind == "ssm" else cfg.mlp_final_ratio
+def round_targets_of(ctx: RoundContext) -> Targets:
+    """This round's ``Targets``: ``round_ratios`` of the dense model's widths, with the config's scope,
+    min_keep and round_to."""
+    ratios = round_ratios(ctx.cfg, ctx.round_index, ctx.num_rounds)
+    base = {kind: widths(ctx.base_config, kind) for kind in ratios}
+    return Targets(ratios, base, ctx.cfg.scope, ctx.cfg.min_keep, ctx.cfg.round_to)
 
 
 def _refill_split(model, kind: str, density: float, cfg: PruneCfg, total: int) -> list[int]:
@@ -76,42 +87,40 @@ def _refill_split(model, kind: str, density: float, cfg: PruneCfg, total: int) -
     return [round_width(c * scale, w, cfg.min_keep, cfg.round_to) for c, w in zip(counts, widths)]
 
 
-def choose_units(model, ctx: RoundContext) -> tuple[Plan, dict]:
-    """The plan for this round, computed on ``model``'s (trained) weights, and the selection info."""
-    cfg, config = ctx.cfg, model.config
-    plan: Plan = {"ssm": None, "mlp": None}
-    info: dict = {}
-    ratios = round_ratios(cfg, ctx.round_index, ctx.num_rounds)
-    grads = None
-    if cfg.method != "refill" and cfg.importance == "taylor" and ratios:
-        grads = accumulate_grads(model, ctx.calib, cfg.calib_batches)
-    for kind, ratio in ratios.items():
-        base = list(ctx.base_config["ssm_widths" if kind == "ssm" else "mlp_widths"])
-        if cfg.method == "refill":
-            targets = round_targets(base, _final_ratio(cfg, kind), ctx.round_index, ctx.num_rounds,
-                                    cfg.min_keep, cfg.round_to)
-            previous = kept_fraction(_final_ratio(cfg, kind), ctx.round_index - 1, ctx.num_rounds)
-            density = (1.0 - ratio) / previous  # of the weights still present
-            if cfg.scope == "global":
-                targets = _refill_split(model, kind, density, cfg, sum(targets))
-            keep, kinfo = refill_select(model, kind, density, cfg.fillback_rate, cfg.refill_criterion,
-                                        targets, cfg.min_keep, cfg.round_to)
-        else:
-            scores = score_units(model, kind, cfg.importance, ctx.calib, cfg.calib_batches, ctx.seed,
-                                 grads=grads)
-            keep, kinfo = select_units(scores, ratio, cfg.scope, cfg.min_keep, cfg.round_to, base_widths=base)
-        current = config["ssm_widths" if kind == "ssm" else "mlp_widths"]
-        plan[kind] = [None if len(k) == w else k for k, w in zip(keep, current)]
-        info[kind] = kinfo
-    return plan, info
+def choose_units(model, ctx: RoundContext) -> Selection:
+    """This round's ``Selection``, computed on ``model``'s (trained) weights: by importance scores through the
+    core (magnitude, rsst), or by Refill's magnitude mask."""
+    cfg, targets = ctx.cfg, round_targets_of(ctx)
+    if cfg.method == "refill":
+        return _refill_selection(model, ctx, targets)
+    return select(model, score(model, targets.ratios, cfg.importance, ctx.calib, cfg.calib_batches, ctx.seed),
+                  targets)
+
+
+def _refill_selection(model, ctx: RoundContext, targets: Targets) -> Selection:
+    """Refill: the schedule fixes how many units each layer keeps, Refill's mask which ones; min_keep/round_to
+    warnings from the kept widths (``select.floor_warnings``)."""
+    cfg = ctx.cfg
+    keep, info = {}, {}
+    for kind, ratio in targets.ratios.items():
+        base, final = list(targets.base_widths[kind]), cfg.final_ratio(kind)
+        layer_targets = round_targets(base, final, ctx.round_index, ctx.num_rounds, cfg.min_keep, cfg.round_to)
+        density = (1.0 - ratio) / kept_fraction(final, ctx.round_index - 1, ctx.num_rounds)  # of weights present
+        if cfg.scope == "global":
+            layer_targets = _refill_split(model, kind, density, cfg, sum(layer_targets))
+        keep[kind], info[kind] = refill_select(model, kind, density, cfg.fillback_rate, cfg.refill_criterion,
+                                               layer_targets, cfg.min_keep, cfg.round_to)
+        info[kind]["warnings"] = floor_warnings(ratio, base, [len(k) for k in keep[kind]], cfg.min_keep,
+                                                cfg.round_to)
+    return Selection.from_keep(model.config, keep, info)
 
 
 def _removed(plan: Plan, config: Mapping) -> dict[str, list[list[int]]]:
     out = {}
     for kind in ("ssm", "mlp"):
-        widths = config["ssm_widths" if kind == "ssm" else "mlp_widths"]
-        entries = plan.get(kind) or [None] * len(widths)
-        out[kind] = [[] if keep is None else sorted(set(range(w)) - set(keep)) for keep, w in zip(entries, widths)]
+        kind_widths = widths(config, kind)
+        entries = plan.get(kind) or [None] * len(kind_widths)
+        out[kind] = [[] if keep is None else complement(keep, w) for keep, w in zip(entries, kind_widths)]
     return out
 
 
@@ -122,8 +131,7 @@ def _norm_stats(model, plan: Plan) -> dict[str, float]:
     for kind, per_block in removed.items():
         if not any(per_block):
             continue
-        widths = model.config["ssm_widths" if kind == "ssm" else "mlp_widths"]
-        kept = [sorted(set(range(w)) - set(r)) for r, w in zip(per_block, widths)]
+        kept = [complement(r, w) for r, w in zip(per_block, widths(model.config, kind))]
         rem = torch.cat([n for n in group_norms(model, model.config, kind, per_block) if n.numel()])
         kep = torch.cat([n for n in group_norms(model, model.config, kind, kept) if n.numel()])
         stats[f"{kind}_removed_norm_mean"] = rem.mean().item()
@@ -146,8 +154,9 @@ def run_round(model, ctx: RoundContext, fit: FitFn, evaluate: EvalFn) -> tuple[t
                     "target_ratios": round_ratios(cfg, ctx.round_index, ctx.num_rounds)}
     record["before"] = evaluate(model)
     choose = ctx.wrap_choice(choose_units) if ctx.wrap_choice else choose_units
-    plan, info = choose(model, ctx)
-    record["selection"] = info
+    selection = choose(model, ctx)
+    plan = selection.plan
+    record["selection"], record["warnings"] = selection.info, selection.warnings
     removed = _removed(plan, model.config)
 
     if cfg.method == "rsst":
@@ -166,7 +175,7 @@ def run_round(model, ctx: RoundContext, fit: FitFn, evaluate: EvalFn) -> tuple[t
     if cfg.method == "rsst":
         record["recover_history"] = fit(model, cfg.recover_epochs, hooks=(), tag="recover")
     else:
-        if cfg.rewind != "none" and ctx.rewind_state is not None:
+        if cfg.rewinds and ctx.rewind_state is not None:
             total = cumulative_plan([*ctx.history, plan])
             state, _ = slice_state(ctx.rewind_state, ctx.base_config, total)
             model.load_state_dict(state)

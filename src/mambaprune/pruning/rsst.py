@@ -5,7 +5,7 @@ those units' weight groups only, its strength λ growing with the round's progre
 step (``rsst_lambda``); at the end the groups are cut, their norms by then near zero.
 
 A unit's group is its entries in every member tensor (``weight_matrices``: the coupling spec without the
-dt_bias buffer and without A_log, whose value is no size — see refill.py); D and the biases are in it.
+dt_bias buffer and without A_log, whose value is no size — see units.py); D and the biases are in it.
 An entry shared by two members of the same unit (x_proj[c, c]: input column c and Δ row c) counts once
 per member. Penalties: ``group_l2`` = λ·Σ_g ||w_g||², ``group_lasso`` = λ·Σ_g ||w_g||₂.
 
@@ -26,9 +26,8 @@ from collections.abc import Mapping
 
 import torch
 
-from .refill import weight_matrices, weight_members
 from .schedule import rsst_lambda
-from .units import KINDS, block_prefix, width_of
+from .units import KINDS, block_prefix, complement, weight_matrices, weight_members, width_of, widths
 
 __all__ = ["RSST_PENALTIES", "RSST_UPDATES", "group_sq_norms", "group_norms", "scale_units", "removal_plan",
            "RSSTRegularizer"]
@@ -84,8 +83,7 @@ def removal_plan(remove: Mapping[str, list[list[int]]], config: Mapping) -> dict
     """The plan (kept lists, see plan.py) that cuts the ``remove`` units: their complement per block."""
     plan = {}
     for kind, blocks in remove.items():
-        widths = config["ssm_widths" if kind == "ssm" else "mlp_widths"]
-        plan[kind] = [sorted(set(range(w)) - set(r)) for w, r in zip(widths, blocks, strict=True)]
+        plan[kind] = [complement(r, w) for w, r in zip(widths(config, kind), blocks, strict=True)]
     return plan
 
 
@@ -112,12 +110,12 @@ class RSSTRegularizer:
         for kind, blocks in remove.items():
             if kind not in KINDS:
                 raise ValueError(f"unit kind must be one of {KINDS}, got {kind!r}")
-            widths = self.config["ssm_widths" if kind == "ssm" else "mlp_widths"]
-            if len(blocks) != len(widths):
-                raise ValueError(f"remove[{kind!r}] needs {len(widths)} blocks, got {len(blocks)}")
+            kind_widths = widths(self.config, kind)
+            if len(blocks) != len(kind_widths):
+                raise ValueError(f"remove[{kind!r}] needs {len(kind_widths)} blocks, got {len(blocks)}")
             self.targets[kind] = [torch.as_tensor(sorted(set(b)), dtype=torch.long) for b in blocks]
-            self.others[kind] = [torch.as_tensor(sorted(set(range(w)) - set(b)), dtype=torch.long)
-                                 for w, b in zip(widths, blocks)]
+            self.others[kind] = [torch.as_tensor(complement(b, w), dtype=torch.long)
+                                 for w, b in zip(kind_widths, blocks)]
         self.lambda_trace: list[float] = []
         self._device = torch.device("cpu")
 

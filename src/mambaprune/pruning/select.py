@@ -18,7 +18,7 @@ import math
 
 import torch
 
-__all__ = ["SCOPES", "round_width", "select_units"]
+__all__ = ["SCOPES", "floor_width", "round_width", "select_units", "floor_warnings"]
 
 SCOPES = ("global", "layerwise")
 
@@ -30,6 +30,11 @@ def _round_half_up(x: float) -> int:
 def _check_int(name: str, value, lo: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < lo:
         raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
+
+
+def floor_width(width: int, min_keep: int, round_to: int) -> int:
+    """The fewest units a layer of ``width`` keeps: min_keep rounded up to a multiple of round_to, at most width."""
+    return min(math.ceil(min_keep / round_to) * round_to, width)
 
 
 def round_width(n_keep: float, width: int, min_keep: int, round_to: int) -> int:
@@ -45,7 +50,7 @@ def round_width(n_keep: float, width: int, min_keep: int, round_to: int) -> int:
     _check_int("round_to", round_to, 1)
     if n_keep >= width:
         return width
-    floor_keep = min(math.ceil(min_keep / round_to) * round_to, width)
+    floor_keep = floor_width(width, min_keep, round_to)
     n = _round_half_up(max(n_keep, 0) / round_to) * round_to or round_to
     if n > width:
         n = (width // round_to) * round_to or width
@@ -95,18 +100,33 @@ def select_units(scores: list[torch.Tensor], ratio: float, scope: str, min_keep:
     keep, layers, raised = [], [], []
     for i, (s, t, w, b) in enumerate(zip(scores, targets, widths, base)):
         n = round_width(t, w, min_keep, round_to)
-        if t < min(math.ceil(min_keep / round_to) * round_to, w):  # min_keep binds (t may be 0: emptied)
+        if t < floor_width(w, min_keep, round_to):  # min_keep binds (t may be 0: emptied)
             raised.append((i, t, n))
         keep.append(_top(s, n))
         layers.append({"kept": n, "total": w, "base": b, "target": int(t)})
 
     kept, base_total = sum(len(k) for k in keep), sum(base)
     effective = 1.0 - kept / base_total
-    warnings = []
-    if raised:
-        detail = ", ".join(f"layer {i}: {t}->{n}" for i, t, n in raised)
-        warnings.append(f"min_keep={min_keep} (round_to={round_to}) raised {len(raised)} layer(s) above their "
-                        f"target ({detail}); effective ratio {effective:.4f} instead of the asked {ratio:.4f}")
+    detail = [f"layer {i}: {t}->{n}" for i, t, n in raised]
+    warnings = [_floor_warning(min_keep, round_to, detail, effective, ratio)] if raised else []
     info = {"scope": scope, "ratio": float(ratio), "threshold": threshold, "layers": layers, "kept": kept,
             "total": sum(widths), "base_total": base_total, "effective_ratio": effective, "warnings": warnings}
     return keep, info
+
+
+def floor_warnings(ratio: float, base_widths: list[int], kept: list[int], min_keep: int, round_to: int) -> list[str]:
+    """``select_units``' warning for a selection that reports only its kept widths (Refill): a layer whose asked
+    share (1 − ratio)·base is below the floor and that kept exactly the floor was raised by min_keep/round_to."""
+    raised = []
+    for i, (base, n) in enumerate(zip(base_widths, kept, strict=True)):
+        floor = floor_width(base, min_keep, round_to)
+        if base * (1 - ratio) < floor and n == floor:
+            raised.append(f"layer {i}: {base * (1 - ratio):.1f}->{n}")
+    if not raised:
+        return []
+    return [_floor_warning(min_keep, round_to, raised, 1.0 - sum(kept) / sum(base_widths), ratio)]
+
+
+def _floor_warning(min_keep: int, round_to: int, raised: list[str], effective: float, ratio: float) -> str:
+    return (f"min_keep={min_keep} (round_to={round_to}) raised {len(raised)} layer(s) above their target "
+            f"({', '.join(raised)}); effective ratio {effective:.4f} instead of the asked {ratio:.4f}")

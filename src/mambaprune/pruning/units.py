@@ -12,19 +12,25 @@ Unit kinds (per block i, tensor names relative to ``blocks.{i}.``; ``s`` runs ov
 A ``Member(name, dim, offset)`` says: along ``dim`` of tensor ``name``, unit c sits at index
 ``offset * W + c``. Indices along a dim that no member covers (the B and C rows of x_proj) belong to no
 unit and are always kept.
+
+Which entries carry a unit's *size* (what magnitude pruning and RSST's penalty look at): ``weight_members``,
+the coupling spec minus the dt_bias buffer and minus A_log. A_log is log(−A): its size says nothing about the
+unit's contribution (A_log = 0 means A = −1, not "no unit"); it is still cut with its unit. D (the skip weight)
+and the biases are weights of the unit's path and do count.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
 
 __all__ = ["KINDS", "Member", "members", "num_directions", "block_prefix", "unit_matrices",
-           "kept_index", "width_of"]
+           "kept_index", "widths", "width_of", "complement", "weight_members", "weight_matrices"]
 
 KINDS = ("ssm", "mlp")
+_NOT_A_SIZE = ("A_log",)  # members whose value carries no size of the unit (see the module docstring)
 
 
 @dataclass(frozen=True)
@@ -58,8 +64,18 @@ def block_prefix(i: int) -> str:
     return f"blocks.{i}."
 
 
+def widths(config: Mapping, kind: str) -> list[int]:
+    """Per-block widths (unit counts) of ``kind`` in a model config: ``ssm_widths`` or ``mlp_widths``."""
+    return [int(w) for w in config[f"{kind}_widths"]]
+
+
 def width_of(config: Mapping, kind: str, i: int) -> int:
-    return int(config["ssm_widths" if kind == "ssm" else "mlp_widths"][i])
+    return widths(config, kind)[i]
+
+
+def complement(units: Iterable[int], width: int) -> list[int]:
+    """The units of a layer of ``width`` that are not in ``units``, sorted (kept <-> removed)."""
+    return sorted(set(range(width)) - set(units))
 
 
 def unit_matrices(state: Mapping[str, torch.Tensor], config: Mapping, kind: str, i: int,
@@ -78,6 +94,18 @@ def unit_matrices(state: Mapping[str, torch.Tensor], config: Mapping, kind: str,
         part = t.narrow(m.dim, m.offset * w, w)
         out.append(part.movedim(m.dim, 0).reshape(w, -1))
     return out
+
+
+def weight_members(config: Mapping, kind: str) -> list[Member]:
+    """The members whose entries carry a unit's size: the coupling spec without dt_bias and A_log."""
+    return [m for m in members(kind, num_directions(config)) if not m.name.endswith(("dt_bias", *_NOT_A_SIZE))]
+
+
+def weight_matrices(state: Mapping[str, torch.Tensor], config: Mapping, kind: str, i: int) -> list[torch.Tensor]:
+    """``unit_matrices`` of block i restricted to ``weight_members`` (A_log left out)."""
+    names = [m.name for m in members(kind, num_directions(config)) if not m.name.endswith("dt_bias")]
+    mats = unit_matrices(state, config, kind, i)
+    return [mat for name, mat in zip(names, mats, strict=True) if not name.endswith(_NOT_A_SIZE)]
 
 
 def kept_index(size: int, dim_members: list[Member], width: int, keep: torch.Tensor) -> torch.Tensor:
