@@ -93,7 +93,7 @@ def main() -> None:
         print(f"| {label(root / row / 'params.yaml')} | {acc([e['test_acc'] for e, _ in seeds])} "
               f"| {acc([e['test_acc'] - d['test_acc'] for e, d in seeds], signed=True)} "
               f"| {acc([e['val_acc'] for e, _ in seeds])} | {ev['params'] / 1e6:.2f} M | {ev['flops'] / 1e9:.2f} G "
-              f"({ev['flop_ratio']:.2f}× fewer) | {ev['speedup']:.2f}× | {wall:.0f} s |")
+              f"({ev['flop_reduction']:.1%} fewer) | {ev['speedup']:.2f}× | {wall:.0f} s |")
         for r in ("prune_r1", "prune_r2"):
             m = load(root / row / f"{r}.json")
             points.append({"round": m["round"], "params": m["params"], f"{row}_test_acc": m["test_acc_after"]})

@@ -6,7 +6,7 @@ from mambaprune import paths
 from mambaprune.checkpoint import check_fits_data, check_same_arch, load_checkpoint
 from mambaprune.cli import stage_main
 from mambaprune.config import load_params
-from mambaprune.counting import size_summary
+from mambaprune.counting import size_report
 from mambaprune.data import load_meta, make_loaders
 from mambaprune.records import publish_metrics
 from mambaprune.speed import compare_throughput
@@ -26,7 +26,6 @@ def main() -> None:
     final, dense = final.to(device), dense.to(device)
     _, val, test, _ = make_loaders(paths.DATA_DIR, params.train, params.seed, device, params.evaluate.batch_size)
     with stage_run("evaluate", {"evaluate": params.evaluate.__dict__}) as run:
-        final_sum, dense_sum = size_summary(final), size_summary(dense)
         acc, dense_acc = accuracy_of(final, val, test, device), accuracy_of(dense, val, test, device)
         # on CUDA timed as CUDA graphs: eager, a small pruned model waits on Python, not on the GPU
         speed = compare_throughput({"dense": dense, "pruned": final}, params.evaluate.throughput_batch,
@@ -35,16 +34,13 @@ def main() -> None:
             "test_acc": acc["test_acc"], "val_acc": acc["val_acc"],
             "dense_test_acc": dense_acc["test_acc"], "dense_val_acc": dense_acc["val_acc"],
             "test_acc_drop": dense_acc["test_acc"] - acc["test_acc"],
-            **final_sum, "dense_params": dense_sum["params"], "dense_flops": dense_sum["flops"],
-            "param_reduction": 1.0 - final_sum["params"] / dense_sum["params"],
-            "flop_ratio": dense_sum["flops"] / final_sum["flops"],
-            "throughput_img_s": speed["pruned"], "dense_throughput_img_s": speed["dense"],
+            **size_report(final, dense), "img_per_s": speed["pruned"], "dense_img_per_s": speed["dense"],
             "speedup": speed["pruned"] / speed["dense"], "device": str(device),
             "throughput_batch": params.evaluate.throughput_batch, "wall_time_s": time.time() - start,
         }
         publish_metrics(run, "evaluate", metrics)
     print(f"evaluate: test {acc['test_acc']:.4f} (dense {dense_acc['test_acc']:.4f}), params "
-          f"{final_sum['params']:,} / {dense_sum['params']:,}, speedup {metrics['speedup']:.2f}x on {device}")
+          f"{metrics['params']:,} / {metrics['dense_params']:,}, speedup {metrics['speedup']:.2f}x on {device}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from mambaprune import paths
 from mambaprune.checkpoint import check_fits_data, load_checkpoint, save_checkpoint
 from mambaprune.cli import stage_main
 from mambaprune.config import load_params
-from mambaprune.counting import size_summary
+from mambaprune.counting import size_report
 from mambaprune.data import load_meta, make_loaders
 from mambaprune.distributed import is_main
 from mambaprune.records import publish_metrics
@@ -37,7 +37,7 @@ def main() -> None:
             return
         acc = accuracy_of(model, val, test, device)
         save_checkpoint(model, paths.checkpoint("finetuned"), plans=list(extra.get("plans", [])))
-        metrics = {**acc, **size_summary(model), "epochs": len(history), "wall_time_s": time.time() - start}
+        metrics = {**acc, **size_report(model), "epochs": len(history), "wall_time_s": time.time() - start}
         publish_metrics(run, "finetune", metrics)
     clear_resume("finetune")
     print(f"finetune: val {acc['val_acc']:.4f} test {acc['test_acc']:.4f}")

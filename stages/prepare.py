@@ -6,7 +6,7 @@ from mambaprune import paths
 from mambaprune.cli import stage_main
 from mambaprune.config import load_params
 from mambaprune.data import prepare_data
-from mambaprune.records import write_json
+from mambaprune.records import publish_metrics
 from mambaprune.tracking import stage_run
 
 
@@ -17,8 +17,7 @@ def main() -> None:
         meta = prepare_data(params.data, params.seed, paths.DATA_DIR)
         metrics = {"sizes": meta["sizes"], "num_classes": meta["num_classes"], "img_size": meta["img_size"],
                    "source": meta["source"], "wall_time_s": time.time() - start}
-        run.log_metrics({f"{k}_size": v for k, v in meta["sizes"].items()})
-        write_json(paths.metrics_file("prepare"), metrics)
+        publish_metrics(run, "prepare", metrics)
     print(f"prepared {meta['source']}: {meta['sizes']} images, {meta['num_classes']} classes")
 
 

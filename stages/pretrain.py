@@ -11,7 +11,7 @@ from mambaprune import paths
 from mambaprune.checkpoint import save_checkpoint
 from mambaprune.cli import stage_main
 from mambaprune.config import REWIND_EPOCHS, load_params
-from mambaprune.counting import size_summary
+from mambaprune.counting import size_report
 from mambaprune.data import make_loaders
 from mambaprune.distributed import is_main
 from mambaprune.records import publish_metrics
@@ -51,7 +51,7 @@ def main() -> None:
         # this run's epochs only: a crashed run with more epochs may have left others in the snapshot folder
         for epoch in range(1, min(REWIND_EPOCHS, params.pretrain.epochs) + 1):
             shutil.copy2(snapshots / f"epoch{epoch}.pt", paths.epoch_checkpoint(epoch))
-        metrics = {**acc, **size_summary(model), "epochs": len(history), "wall_time_s": time.time() - start}
+        metrics = {**acc, **size_report(model), "epochs": len(history), "wall_time_s": time.time() - start}
         publish_metrics(run, "pretrain", metrics)
     clear_resume("pretrain")
     print(f"pretrain: val {acc['val_acc']:.4f} test {acc['test_acc']:.4f} params {metrics['params']:,}")

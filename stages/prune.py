@@ -12,32 +12,19 @@ from mambaprune import paths
 from mambaprune.checkpoint import check_fits_data, check_same_arch, load_checkpoint, save_checkpoint
 from mambaprune.cli import stage_main
 from mambaprune.config import ConfigError, load_params
-from mambaprune.counting import count_params
 from mambaprune.data import full_batches, load_meta, make_loaders
 from mambaprune.distributed import is_main, on_rank0
-from mambaprune.pruning.rounds import RoundContext, run_round
+from mambaprune.pruning.rounds import RoundContext, lambda_points, rewind_source, round_metrics, run_round
 from mambaprune.records import publish_metrics
 from mambaprune.stage import bind_fit, clear_resume, fingerprint, init_stage, seed_everything
 from mambaprune.tracking import stage_run
 from mambaprune.train import accuracy_of
 
 
-def rewind_source(params):
-    """The checkpoint `prune.rewind` returns to, checked before any work starts."""
-    p = params.prune
-    if p.rewind == "none" or p.method == "rsst":
-        return None
-    if p.rewind == "init" or p.rewind_epoch == 0:
-        return paths.init_checkpoint()
-    return paths.epoch_checkpoint(p.rewind_epoch)  # in range: load_params checked it (config._check_rewind)
-
-
 def main() -> None:
     if len(sys.argv) != 2:
         raise ConfigError("usage: python stages/prune.py <round>, e.g. r1")
     params, name = load_params(), sys.argv[1]
-    if name not in params.prune.rounds:
-        raise ConfigError(f"round {name!r} is not in prune.rounds ({', '.join(params.prune.rounds)})")
     start = time.time()
     seed_everything(params.seed + params.prune.round_index(name))
     rank, world_size, device = init_stage(params.train)
@@ -47,7 +34,7 @@ def main() -> None:
     dense = load_checkpoint(dense_path)
     check_fits_data(dense, dense_path, load_meta(paths.DATA_DIR))
     check_same_arch(model, source, dense, dense_path)
-    rewind_path = rewind_source(params)
+    rewind_path = rewind_source(params.prune)
     rewind_state = None
     if rewind_path:
         rewind = load_checkpoint(rewind_path)
@@ -71,24 +58,10 @@ def main() -> None:
         if not is_main():
             return
         save_checkpoint(model, paths.checkpoint(name), plans=[*ctx.history, plan])
-        metrics = {
-            "round": name, **{f"{k}_{phase}": record[phase][k] for phase in ("before", "after_cut", "after")
-                              for k in ("val_acc", "test_acc")},
-            **{k: record[k] for k in ("params", "flops", "ssm_widths", "mlp_widths")},
-            "sparsity": 1.0 - record["params"] / count_params(dense),
-            "norms_at_cut": record["norms_at_cut"], "target_ratios": record["target_ratios"],
-            "selection_warnings": record["warnings"],
-            "wall_time_s": time.time() - start,
-        }
-        if "lambda_trace" in record:
-            trace = record["lambda_trace"]
-            metrics["rsst_lambda_final"] = trace[-1] if trace else 0.0
-            metrics["rsst_lambda_trace"] = trace[:: max(1, len(trace) // 50)]
-            for i, lam in enumerate(trace):
-                if i % max(1, len(trace) // 200) == 0:
-                    run.log_metrics({"rsst_lambda": lam}, step=i)
+        metrics = {"round": name, **round_metrics(model, record, dense), "wall_time_s": time.time() - start}
         publish_metrics(run, stage, metrics)
-        run.log_metrics({f"cut/{k}": v for k, v in record["norms_at_cut"].items()})
+        for step, lam in lambda_points(record.get("lambda_trace", [])):
+            run.log_metrics({"rsst_lambda": lam}, step=step)
         for w in metrics["selection_warnings"]:
             print(f"warning: {w}", file=sys.stderr)
     clear_resume(stage)

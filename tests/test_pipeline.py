@@ -85,7 +85,9 @@ def test_repro_writes_metrics_in_range(repo):
     for m in (pre, fin, ev):
         assert 0.0 <= m["test_acc"] <= 1.0 and 0.0 <= m["val_acc"] <= 1.0
     assert pre["params"] > r1["params"] > r2["params"] == fin["params"] == ev["params"]
-    assert 0.0 < r2["sparsity"] < 1.0 and ev["flop_ratio"] > 1.0 and ev["speedup"] > 0
+    assert 0.0 < r1["param_reduction"] < r2["param_reduction"] == ev["param_reduction"] < 1.0 and ev["speedup"] > 0
+    assert 0.0 < r1["flop_reduction"] < r2["flop_reduction"] == ev["flop_reduction"] < 1.0
+    assert ev["img_per_s"] > 0 and ev["dense_img_per_s"] > 0
     assert all(w % 4 == 0 and w >= 4 for w in r2["ssm_widths"] + r2["mlp_widths"])
     rounds = (repo / "plots/summary/rounds.csv").read_text().splitlines()
     assert rounds[0].startswith("round,") and len(rounds) == 1 + 4  # dense, r1, r2, finetuned

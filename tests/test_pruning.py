@@ -12,12 +12,11 @@ from masking import masked_forward
 
 import mambaprune
 from mambaprune import VisionMamba, count_flops, count_params, prune_model
-from mambaprune.counting import flops_breakdown, layer_table
+from mambaprune.counting import flops_breakdown, layer_table, size_report
 from mambaprune.pruning import (
     Targets,
     apply_plan,
     compose_plans,
-    prune_report,
     round_width,
     score,
     score_units,
@@ -152,9 +151,13 @@ def test_reference_hybrid_pruning_count(mamba_small):
     assert count_params(pruned) == model_params(pruned.config)
     assert abs(info["mlp"]["effective_ratio"] - 0.5) < 0.05 and abs(info["ssm"]["effective_ratio"] - 0.3) < 0.05
     assert count_flops(pruned) < count_flops(mamba_small)
-    report = prune_report(mamba_small, pruned, plan, info)
-    assert report["params_after"] == count_params(pruned) and report["flops_ratio"] < 1.0
-    assert len(report["layers"]) == 24 and report["layers"][0]["mlp_total"] == 768
+    report = size_report(pruned, mamba_small)  # the one vocabulary: fractions removed, 0..1
+    p0, p1, f0, f1 = count_params(mamba_small), count_params(pruned), count_flops(mamba_small), count_flops(pruned)
+    assert (report["params"], report["dense_params"], report["flops"], report["dense_flops"]) == (p1, p0, f1, f0)
+    assert report["param_reduction"] == 1 - p1 / p0 and report["flop_reduction"] == 1 - f1 / f0
+    assert 0.4 < report["param_reduction"] < 0.45 and 0.4 < report["flop_reduction"] < 0.45
+    assert report["ssm_widths"] == pruned.ssm_widths and report["mlp_widths"] == pruned.mlp_widths
+    assert set(size_report(pruned)) == {"params", "flops", "ssm_widths", "mlp_widths"}
 
 
 def test_flops_reference_figure(mamba_small):

@@ -14,11 +14,21 @@ import pytest
 import torch
 
 import mambaprune
+from mambaprune import paths
 from mambaprune.config import DataCfg, PruneCfg, TrainCfg
-from mambaprune.counting import count_params
+from mambaprune.counting import count_flops, count_params
 from mambaprune.data import make_loaders, prepare_data
 from mambaprune.pruning.plan import compose_plans, plan_widths, slice_state
-from mambaprune.pruning.rounds import RoundContext, choose_units, cumulative_plan, round_ratios, run_round
+from mambaprune.pruning.rounds import (
+    RoundContext,
+    choose_units,
+    cumulative_plan,
+    lambda_points,
+    rewind_source,
+    round_metrics,
+    round_ratios,
+    run_round,
+)
 from mambaprune.pruning.schedule import kept_fraction, round_targets
 from mambaprune.pruning.units import weight_matrices
 from mambaprune.train import accuracy_of
@@ -422,3 +432,30 @@ def test_refill_global_splits_the_total_by_fillback():
         assert abs(sum(splits[fb]) - 100) <= 1  # half of 128 + 72
     assert splits[1.0] == [64, 36]  # fillback 1: every layer counts fully -> proportional to width
     assert splits[0.0][1] > 36  # fillback 0: the layer holding the surviving weights keeps more units
+
+
+# ---------------------------------------------------------------- 6. what a round reads and publishes
+
+
+def test_rewind_source_follows_prune_rewind_and_rsst_never_rewinds():
+    assert rewind_source(PruneCfg(rewind="none")) is None
+    assert rewind_source(PruneCfg(rewind="init", rewind_epoch=3)) == paths.init_checkpoint()
+    assert rewind_source(PruneCfg(rewind="epoch", rewind_epoch=0)) == paths.init_checkpoint()
+    assert rewind_source(PruneCfg(rewind="epoch", rewind_epoch=3)) == paths.epoch_checkpoint(3)
+    assert rewind_source(PruneCfg(method="rsst", rewind="init")) is None
+
+
+def test_round_metrics_report_size_against_dense_and_the_selection():
+    dense = _model(**WIDTHS)
+    cfg = PruneCfg(method="magnitude", ratio=0.5, min_keep=1, round_to=1, rewind="none")
+    model, _, (record,) = _run_rounds(copy.deepcopy(dense), cfg, 1)
+    m = round_metrics(model, record, dense)
+    assert m["param_reduction"] == 1 - count_params(model) / count_params(dense)
+    assert m["flop_reduction"] == 1 - count_flops(model) / count_flops(dense) and 0 < m["flop_reduction"] < 1
+    assert (m["dense_params"], m["dense_flops"]) == (count_params(dense), count_flops(dense))
+    assert m["target_ratios"] == {"ssm": 0.5, "mlp": 0.5} and m["selection_warnings"] == record["warnings"] == []
+    assert m["ssm_widths"] == model.config["ssm_widths"] and "rsst_lambda_trace" not in m
+    record = dict(record, lambda_trace=[float(i) for i in range(120)])
+    m = round_metrics(model, record, dense)
+    assert m["rsst_lambda_final"] == 119.0 and m["rsst_lambda_trace"] == [float(i) for i in range(0, 120, 2)]
+    assert lambda_points([0.5, 0.7]) == [(0, 0.5), (1, 0.7)] and lambda_points([]) == []

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 import torch.nn as nn
 
-__all__ = ["count_params", "count_flops", "flops_breakdown", "size_summary", "layer_table"]
+__all__ = ["count_params", "count_flops", "flops_breakdown", "size_report", "layer_table"]
 
 
 def count_params(model: nn.Module) -> int:
@@ -53,10 +53,21 @@ def count_flops(model, img_size: int | None = None) -> int:
     return sum(flops_breakdown(model, img_size).values())
 
 
-def size_summary(model) -> dict:
-    """What every stage reports about a model's size: params, forward FLOPs per image, per-block widths."""
-    return {"params": count_params(model), "flops": count_flops(model),
-            "ssm_widths": list(model.config["ssm_widths"]), "mlp_widths": list(model.config["mlp_widths"])}
+def size_report(model: nn.Module, dense: nn.Module | None = None) -> dict:
+    """A model's size in the project's one vocabulary, used by every stage's metrics, MLflow and the API.
+
+    ``params``, ``flops`` (forward FLOPs per image), ``ssm_widths``/``mlp_widths`` (per block); against ``dense``
+    also ``dense_params``, ``dense_flops``, and ``param_reduction``/``flop_reduction``: the fraction removed,
+    0..1 (0 = as large as dense; 0.75 = a quarter left).
+    """
+    out = {"params": count_params(model), "flops": count_flops(model),
+           "ssm_widths": list(model.config["ssm_widths"]), "mlp_widths": list(model.config["mlp_widths"])}
+    if dense is not None:
+        dense_params, dense_flops = count_params(dense), count_flops(dense)
+        out |= {"dense_params": dense_params, "dense_flops": dense_flops,
+                "param_reduction": 1.0 - out["params"] / dense_params,
+                "flop_reduction": 1.0 - out["flops"] / dense_flops}
+    return out
 
 
 def layer_table(model, reference_config: Mapping | None = None) -> list[dict]:

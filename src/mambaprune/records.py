@@ -103,7 +103,7 @@ def read_csv(path: Path | str) -> list[dict[str, object]]:
 
 
 def publish_metrics(run, stage: str, metrics: Mapping) -> Path:
-    """A stage's final metrics: the scalar ones to its tracking run (``tracking.stage_run``), all of them to
-    ``metrics/<stage>.json`` (DVC's)."""
-    run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+    """A stage's final metrics under one set of names: all of them to ``metrics/<stage>.json`` (DVC's), the
+    numbers to its tracking run (``tracking.stage_run``; nested keys as ``a/b``, lists and text left out)."""
+    run.log_metrics(metrics)
     return write_json(metrics_file(stage), metrics)

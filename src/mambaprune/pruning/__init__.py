@@ -4,7 +4,7 @@ pruner (api.prune_model) and the pipeline's rounds (rounds) call. The methods ro
 optional rewinding, Refill (refill), RSST's regulariser (rsst) and the per-round targets and λ schedules
 (schedule)."""
 
-from .api import TARGETS, prune_model, prune_report
+from .api import TARGETS, prune_model
 from .core import Selection, Targets, score, select
 from .importance import CRITERIA, IMPORTANCES, accumulate_grads, score_units
 from .plan import Plan, apply_plan, compose_plans, identity_plan, plan_widths, slice_state, validate_plan
@@ -17,5 +17,5 @@ __all__ = [
     "CRITERIA", "IMPORTANCES", "accumulate_grads", "score_units",
     "SCOPES", "round_width", "select_units",
     "Targets", "Selection", "score", "select",
-    "TARGETS", "prune_model", "prune_report",
+    "TARGETS", "prune_model",
 ]

@@ -1,7 +1,8 @@
 """``prune_model``: the pruning core (``core.py``: score → select → plan → apply) with defaults, for one call.
 
-The pruner holds no state: the plan it returns is the whole record of what was removed. For the selection info
-(thresholds, per-layer counts, min_keep warnings) call ``core.score`` and ``core.select`` directly. Every argument
+The pruner holds no state: the plan it returns is the whole record of what was removed, and
+``counting.size_report(pruned, model)`` says how much smaller it is. For the selection info (thresholds, per-layer
+counts, min_keep warnings) call ``core.score`` and ``core.select`` directly. Every argument
 is checked before any work, so a typo (``scope="layer-wise"``) fails loudly instead of silently pruning nothing,
 as the reference design did.
 """
@@ -13,14 +14,13 @@ from collections.abc import Iterable, Mapping
 
 import torch.nn as nn
 
-from ..counting import count_flops, count_params, layer_table
 from .core import Targets, score, select
 from .importance import IMPORTANCES
-from .plan import Plan, apply_plan, plan_widths
+from .plan import Plan, apply_plan
 from .select import SCOPES
 from .units import KINDS, widths
 
-__all__ = ["TARGETS", "prune_model", "prune_report"]
+__all__ = ["TARGETS", "prune_model"]
 
 TARGETS = ("ssm", "mlp", "both")  # the values of prune.target (config.PruneCfg.final_ratio maps them to kinds)
 
@@ -86,22 +86,3 @@ def prune_model(model: nn.Module, ssm_ratio: float = 0.0, mlp_ratio: float = 0.0
     selection = select(model, score(model, targets.ratios, importance, calib, calib_batches, seed), targets)
     return apply_plan(model, selection.plan), selection.plan
 
-
-def prune_report(model_before: nn.Module, model_after: nn.Module, plan: Plan, info: Mapping | None = None) -> dict:
-    """Flat summary for logs/metrics: params and FLOPs before/after, widths, effective ratios, warnings."""
-    p0, p1 = count_params(model_before), count_params(model_after)
-    f0, f1 = count_flops(model_before), count_flops(model_after)
-    widths = plan_widths(plan, model_before.config)
-    out = {"params_before": p0, "params_after": p1, "params_ratio": p1 / p0,
-           "flops_before": f0, "flops_after": f1, "flops_ratio": f1 / f0,
-           "ssm_widths": widths["ssm"], "mlp_widths": widths["mlp"],
-           "layers": layer_table(model_after, model_before.config), "warnings": []}
-    for kind in KINDS:
-        before = sum(model_before.config[f"{kind}_widths"])
-        out[f"{kind}_kept_fraction"] = sum(widths[kind]) / before
-        kind_info = (info or {}).get(kind)
-        if kind_info:
-            out[f"{kind}_effective_ratio"] = kind_info["effective_ratio"]
-            out[f"{kind}_threshold"] = kind_info["threshold"]
-            out["warnings"] += [f"{kind}: {w}" for w in kind_info["warnings"]]
-    return out

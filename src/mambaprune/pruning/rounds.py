@@ -22,11 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
+from .. import paths
 from ..config import PruneCfg
-from ..counting import size_summary
+from ..counting import size_report
 from .core import Selection, Targets, score, select
 from .plan import Plan, apply_plan, compose_plans, slice_state
 from .refill import refill_select
@@ -35,8 +37,8 @@ from .schedule import kept_fraction, round_targets
 from .select import floor_warnings, round_width
 from .units import complement, widths
 
-__all__ = ["FIT_TAGS", "RoundContext", "round_ratios", "round_targets_of", "choose_units", "run_round",
-           "cumulative_plan"]
+__all__ = ["FIT_TAGS", "RoundContext", "rewind_source", "round_ratios", "round_targets_of", "choose_units",
+           "run_round", "cumulative_plan", "round_metrics", "lambda_points"]
 
 # The tags ``fit`` runs under, in the order a stage runs them: pretrain and finetune train; a round retrains, or
 # (RSST) trains with the penalty and then recovers. Each tag has its own epoch CSV and resume file.
@@ -58,6 +60,16 @@ class RoundContext:
     seed: int = 0
     # wraps the unit choice, e.g. to compute it on rank 0 and broadcast it under DDP (identity by default)
     wrap_choice: Callable[[Callable], Callable] | None = None
+
+
+def rewind_source(cfg: PruneCfg) -> Path | None:
+    """The checkpoint a round's retraining restarts from (``prune.rewind``), or None when it keeps the trained
+    weights (``PruneCfg.rewinds``). ``rewind_epoch`` is in range: ``load_params`` checked it."""
+    if not cfg.rewinds:
+        return None
+    if cfg.rewind == "init" or cfg.rewind_epoch == 0:
+        return paths.init_checkpoint()
+    return paths.epoch_checkpoint(cfg.rewind_epoch)
 
 
 def round_ratios(cfg: PruneCfg, round_index: int, num_rounds: int) -> dict[str, float]:
@@ -183,5 +195,27 @@ def run_round(model, ctx: RoundContext, fit: FitFn, evaluate: EvalFn) -> tuple[t
         record["train_history"] = fit(model, cfg.epochs, hooks=(), tag="retrain")
 
     record["after"] = evaluate(model)
-    record.update(size_summary(model))
+    record.update(size_report(model))
     return model, plan, record
+
+
+def round_metrics(model: torch.nn.Module, record: Mapping, dense: torch.nn.Module) -> dict:
+    """What a round publishes (``metrics/prune_<round>.json``): val/test accuracy before the round, right after the
+    cut and at its end; the model's size against ``dense`` (``counting.size_report``); the round's target ratios,
+    its selection warnings and the group norms at the cut; for RSST the final λ and the λ schedule, thinned."""
+    metrics = {f"{k}_{phase}": record[phase][k] for phase in ("before", "after_cut", "after")
+               for k in ("val_acc", "test_acc")}
+    metrics |= size_report(model, dense)
+    metrics |= {"norms_at_cut": record["norms_at_cut"], "target_ratios": record["target_ratios"],
+                "selection_warnings": record["warnings"]}
+    if "lambda_trace" in record:
+        trace = record["lambda_trace"]
+        metrics["rsst_lambda_final"] = trace[-1] if trace else 0.0
+        metrics["rsst_lambda_trace"] = [lam for _, lam in lambda_points(trace)]
+    return metrics
+
+
+def lambda_points(trace: list[float], points: int = 50) -> list[tuple[int, float]]:
+    """(step, λ) of every k-th step of an RSST round, about ``points`` of them: the λ schedule as published."""
+    stride = max(1, len(trace) // points)
+    return [(step, trace[step]) for step in range(0, len(trace), stride)]
