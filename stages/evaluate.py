@@ -3,11 +3,11 @@
 import time
 
 from mambaprune import paths
-from mambaprune.checkpoint import check_fits_data, check_same_arch, load_checkpoint
+from mambaprune.checkpoint import check_fits_data, load_checkpoint, load_matching
 from mambaprune.cli import stage_main
 from mambaprune.config import load_params
 from mambaprune.counting import size_report
-from mambaprune.data import load_meta, make_loaders
+from mambaprune.data import eval_loaders, load_meta
 from mambaprune.records import publish_metrics
 from mambaprune.speed import compare_throughput
 from mambaprune.tracking import stage_run
@@ -19,12 +19,11 @@ def main() -> None:
     start = time.time()
     device = resolve_device(params.train.device)
     final_path, dense_path = paths.checkpoint("finetuned"), paths.checkpoint("pretrained")
-    final, dense = load_checkpoint(final_path), load_checkpoint(dense_path)
-    meta = load_meta(paths.DATA_DIR)
-    check_fits_data(dense, dense_path, meta)
-    check_same_arch(final, final_path, dense, dense_path)
+    dense = load_checkpoint(dense_path)
+    check_fits_data(dense, dense_path, load_meta(paths.DATA_DIR))
+    final = load_matching(final_path, dense, dense_path)
     final, dense = final.to(device), dense.to(device)
-    _, val, test, _ = make_loaders(paths.DATA_DIR, params.train, params.seed, device, params.evaluate.batch_size)
+    val, test = eval_loaders(paths.DATA_DIR, params.seed, device, params.evaluate.batch_size)
     with stage_run("evaluate", {"evaluate": params.evaluate.__dict__}) as run:
         acc, dense_acc = accuracy_of(final, val, test, device), accuracy_of(dense, val, test, device)
         # on CUDA timed as CUDA graphs: eager, a small pruned model waits on Python, not on the GPU

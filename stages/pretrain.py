@@ -1,21 +1,27 @@
-"""Stage `pretrain`: train the dense model → models/pretrained.pt, models/init.pt and early-epoch
-snapshots models/rewind/epoch<k>.pt (the states `prune.rewind` can return to).
+"""Stage `pretrain`: train the dense model → models/pretrained.pt, models/init.pt and the early-epoch snapshots
+models/rewind/epoch<k>.pt that `prune.rewind` can return to. Data-parallel with `MAMBAPRUNE_NPROC=N` (or under
+torchrun); rank 0 writes."""
 
-Data-parallel with `torchrun --nproc_per_node N stages/pretrain.py` or `MAMBAPRUNE_NPROC=N`; rank 0 writes.
-"""
-
-import shutil
 import time
 
 from mambaprune import paths
 from mambaprune.checkpoint import save_checkpoint
 from mambaprune.cli import stage_main
-from mambaprune.config import REWIND_EPOCHS, load_params
+from mambaprune.config import load_params
 from mambaprune.counting import size_report
 from mambaprune.data import make_loaders
 from mambaprune.distributed import is_main
 from mambaprune.records import publish_metrics
-from mambaprune.stage import bind_fit, build_model, clear_resume, fingerprint, init_stage, seed_everything
+from mambaprune.stage import (
+    bind_fit,
+    build_model,
+    clear_resume,
+    fingerprint,
+    init_stage,
+    publish_rewind_snapshots,
+    rewind_snapshots,
+    seed_everything,
+)
 from mambaprune.tracking import stage_run
 from mambaprune.train import accuracy_of
 
@@ -32,25 +38,17 @@ def main() -> None:
         save_checkpoint(model, paths.init_checkpoint())
     key = fingerprint("pretrain", params.seed, params.model, params.train, params.pretrain,
                       files=(paths.meta_file(), paths.split_file("train")))
-    snapshots = paths.snapshot_dir("pretrain")  # survives a crash; DVC clears models/ before a rerun
-
-    def snapshot(history, model):  # an epoch callback (train.fit)
-        if (epoch := history[-1]["epoch"]) <= REWIND_EPOCHS:
-            save_checkpoint(model, snapshots / f"epoch{epoch}.pt")
-
+    snapshots = paths.snapshot_dir("pretrain")
     logged = {"model": params.model.__dict__, "train": params.train.__dict__, "pretrain": params.pretrain.__dict__,
               "seed": params.seed}
     with stage_run("pretrain", logged) as run:
         fit = bind_fit(params.train, "pretrain", train, val, run, key)
-        history = fit(model, params.pretrain.epochs, tag="train", callbacks=[snapshot])
+        history = fit(model, params.pretrain.epochs, tag="train", callbacks=[rewind_snapshots(snapshots)])
         if not is_main():
             return
         acc = accuracy_of(model, val, test, device)
         save_checkpoint(model, paths.checkpoint("pretrained"), plans=[])
-        paths.epoch_checkpoint(0).parent.mkdir(parents=True, exist_ok=True)
-        # this run's epochs only: a crashed run with more epochs may have left others in the snapshot folder
-        for epoch in range(1, min(REWIND_EPOCHS, params.pretrain.epochs) + 1):
-            shutil.copy2(snapshots / f"epoch{epoch}.pt", paths.epoch_checkpoint(epoch))
+        publish_rewind_snapshots(snapshots, params.pretrain.epochs)
         metrics = {**acc, **size_report(model), "epochs": len(history), "wall_time_s": time.time() - start}
         publish_metrics(run, "pretrain", metrics)
     clear_resume("pretrain")

@@ -20,6 +20,7 @@ from mambaprune.counting import count_flops, count_params
 from mambaprune.data import make_loaders, prepare_data
 from mambaprune.pruning.plan import compose_plans, plan_widths, slice_state
 from mambaprune.pruning.rounds import (
+    FIT_TAGS,
     RoundContext,
     choose_units,
     cumulative_plan,
@@ -459,3 +460,15 @@ def test_round_metrics_report_size_against_dense_and_the_selection():
     m = round_metrics(model, record, dense)
     assert m["rsst_lambda_final"] == 119.0 and m["rsst_lambda_trace"] == [float(i) for i in range(0, 120, 2)]
     assert lambda_points([0.5, 0.7]) == [(0, 0.5), (1, 0.7)] and lambda_points([]) == []
+
+
+def test_rounds_fit_under_the_tags_the_summary_orders_by():
+    tags = []
+
+    def fit(model, epochs, hooks=(), tag=""):
+        tags.append(tag)
+        return []
+
+    for method in ("magnitude", "rsst"):
+        _run_rounds(_model(), PruneCfg(method=method, ratio=0.5, min_keep=1, round_to=1), 1, fit=fit)
+    assert tags == ["retrain", "rsst", "recover"] and set(tags) <= set(FIT_TAGS)

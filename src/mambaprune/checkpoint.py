@@ -21,7 +21,7 @@ from .models.mamba import VisionMamba
 from .records import atomic_write
 
 __all__ = ["FORMAT", "CheckpointError", "save_checkpoint", "load_checkpoint", "load_state_dict_checked",
-           "check_fits_data", "check_same_arch"]
+           "check_fits_data", "check_same_arch", "load_matching"]
 
 FORMAT = "mambaprune-checkpoint/1"
 _RESERVED = ("format", "arch", "config", "state_dict")
@@ -185,3 +185,11 @@ def check_same_arch(model: nn.Module, path: Path, ref: nn.Module, ref_path: Path
     if diff:
         raise CheckpointError(f"{path} and {ref_path} are not the same architecture ({', '.join(diff)}): they come "
                               f"from different runs. Re-run the pipeline from pretrain (`dvc repro`)")
+
+
+def load_matching(path: Path, ref: nn.Module, ref_path: Path, *, widths: bool = False, return_extra: bool = False):
+    """``load_checkpoint(path)``, refused (CheckpointError) unless it is the same network as ``ref`` from
+    ``ref_path`` (``check_same_arch``; ``widths``: the same pruned widths too)."""
+    loaded = load_checkpoint(path, return_extra=return_extra)
+    check_same_arch(loaded[0] if return_extra else loaded, path, ref, ref_path, widths)
+    return loaded

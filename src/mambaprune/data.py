@@ -29,7 +29,7 @@ from mambaprune.errors import ConfigError, DataError
 from mambaprune.paths import meta_file, split_file
 
 __all__ = ["DataError", "SPLITS", "prepare_data", "load_split", "load_meta", "augment_batch", "BatchLoader",
-           "make_loaders", "full_batches"]
+           "make_loaders", "eval_loaders", "full_batches"]
 
 SPLITS = ("train", "val", "test")
 DIGITS_TEST_FRACTION = 0.2  # digits has no official test split: this share of it is held out
@@ -421,9 +421,15 @@ def make_loaders(data_dir: str | Path, train_cfg: TrainCfg, seed: int, device: t
     train = BatchLoader(*load_split(data_dir, "train"), train_cfg.batch_size, shuffle=True, seed=seed, device=device,
                         crop_padding=train_cfg.crop_padding, hflip=train_cfg.hflip, rank=rank, world_size=world_size,
                         augment=train_augment(train_cfg), num_classes=meta["num_classes"])
-    val, test = (BatchLoader(*load_split(data_dir, split), eval_batch_size, shuffle=False, seed=seed, device=device)
-                 for split in ("val", "test"))
+    val, test = eval_loaders(data_dir, seed, device, eval_batch_size)
     return train, val, test, meta
+
+
+def eval_loaders(data_dir: str | Path, seed: int, device: torch.device | str, batch_size: int
+                 ) -> tuple[BatchLoader, BatchLoader]:
+    """(val, test): the whole splits, in order, unaugmented: what evaluation reads (no train split loaded)."""
+    return tuple(BatchLoader(*load_split(data_dir, split), batch_size, shuffle=False, seed=seed, device=device)
+                 for split in ("val", "test"))
 
 
 def full_batches(loader: BatchLoader) -> BatchLoader:

@@ -19,14 +19,16 @@ import numpy as np
 import torch
 
 from . import distributed
-from .config import Params, TrainCfg
+from .checkpoint import save_checkpoint
+from .config import REWIND_EPOCHS, Params, TrainCfg
 from .models import VisionMamba, create_model
-from .paths import RESUME_DIR, resume_file, stage_plots_dir, stage_slug
+from .paths import RESUME_DIR, epoch_checkpoint, resume_file, stage_plots_dir, stage_slug
 from .tracking import epoch_logger
 from .train import EpochCallback, history_csv, resolve_device
 from .train import fit as train_fit
 
-__all__ = ["seed_everything", "init_stage", "build_model", "fingerprint", "clear_resume", "bind_fit"]
+__all__ = ["seed_everything", "init_stage", "build_model", "fingerprint", "clear_resume", "bind_fit",
+           "rewind_snapshots", "publish_rewind_snapshots"]
 
 
 def seed_everything(seed: int) -> None:
@@ -78,3 +80,22 @@ def bind_fit(train_cfg: TrainCfg, stage: str, train_loader, val_loader, run, key
                          resume_path=resume_file(name), resume_key=f"{key}-{tag}", desc=name)
 
     return fit
+
+
+def rewind_snapshots(folder: Path) -> EpochCallback:
+    """An epoch callback saving the weights after each of the first ``REWIND_EPOCHS`` epochs as
+    ``folder/epoch<k>.pt``: the states ``prune.rewind: epoch`` returns to. ``folder`` outlives a crash (DVC clears
+    models/ before rerunning a stage)."""
+    def snapshot(history: list[dict], model) -> None:
+        if (epoch := history[-1]["epoch"]) <= REWIND_EPOCHS:
+            save_checkpoint(model, folder / f"epoch{epoch}.pt")
+
+    return snapshot
+
+
+def publish_rewind_snapshots(folder: Path, epochs: int) -> None:
+    """Copy this run's snapshots (epochs 1..min(REWIND_EPOCHS, epochs)) to models/rewind/: only these, as a
+    crashed run with more epochs may have left others in ``folder``."""
+    epoch_checkpoint(0).parent.mkdir(parents=True, exist_ok=True)
+    for epoch in range(1, min(REWIND_EPOCHS, epochs) + 1):
+        shutil.copy2(folder / f"epoch{epoch}.pt", epoch_checkpoint(epoch))
