@@ -12,9 +12,9 @@ import torch.nn.functional as F
 import mambaprune
 from mambaprune.pruning.plan import apply_plan
 from mambaprune.pruning.refill import refill_select
-from mambaprune.pruning.rsst import RSSTRegularizer, group_norms, removal_plan
+from mambaprune.pruning.rsst import RSSTRegularizer, group_norms
 from mambaprune.pruning.schedule import kept_fraction, round_targets, round_width, rsst_lambda
-from mambaprune.pruning.units import weight_matrices
+from mambaprune.pruning.units import complement, weight_matrices, widths
 
 # ---------------------------------------------------------------- schedules
 
@@ -46,6 +46,12 @@ def test_round_targets_end_at_rounded_final_width(n):
     r1 = round_targets([64], 0.75, 1, 2, 1, 1)[0]
     assert r1 == 32 and round_targets([64], 0.75, 2, 2, 1, 1) == [16]
     assert round_targets([64], 0.99, 1, 1, min_keep=4, round_to=1) == [4]
+
+
+def _cut(remove: dict, config: dict) -> dict:
+    """The plan (kept units per block) that removes ``remove``'s units: their complement."""
+    return {kind: [complement(r, w) for r, w in zip(blocks, widths(config, kind), strict=True)]
+            for kind, blocks in remove.items()}
 
 
 def test_rsst_lambda_documented_values():
@@ -254,7 +260,7 @@ def test_rsst_lambda_trace_every_step(schedule):
     hook.on_epoch_end(1, record)
     assert record["rsst_lambda"] == hook.lambda_trace[-1]
     assert record["rsst_target_norm"] > 0 and record["rsst_other_norm"] > 0
-    assert hook.plan() == {"mlp": [list(range(2, 16))]}
+    assert [t.tolist() for t in hook.targets["mlp"]] == [[0, 1]]
     with pytest.raises(ValueError, match="exp, poly, linear, constant"):
         RSSTRegularizer(m, {"mlp": [[0]]}, 1.0, schedule="step")
 
@@ -357,9 +363,9 @@ def test_rsst_training_shrinks_targets_only_and_cut_is_harmless(one_thread):
     assert other1 == pytest.approx(other_plain, rel=0.2), "non-target groups were shrunk by the penalty"
 
     acc_rsst = _accuracy(rsst, xva, yva)
-    acc_rsst_cut = _accuracy(apply_plan(rsst, hook.plan()), xva, yva)
+    acc_rsst_cut = _accuracy(apply_plan(rsst, _cut(remove, rsst.config)), xva, yva)
     acc_plain = _accuracy(plain, xva, yva)
-    acc_plain_cut = _accuracy(apply_plan(plain, removal_plan(_l1_lowest(plain, ratio), plain.config)), xva, yva)
+    acc_plain_cut = _accuracy(apply_plan(plain, _cut(_l1_lowest(plain, ratio), plain.config)), xva, yva)
     print(f"val acc: RSST {acc_rsst:.4f} -> cut {acc_rsst_cut:.4f}; "
           f"plain {acc_plain:.4f} -> l1 cut {acc_plain_cut:.4f}")
     drop_rsst, drop_plain = acc_rsst - acc_rsst_cut, acc_plain - acc_plain_cut
@@ -386,7 +392,7 @@ def test_rsst_decoupled_shrinks_targets_where_adamw_gradient_cannot(one_thread):
         target1, others[update] = _mean_norms(m, remove)
         reduction[update] = (target0 / other0) / (target1 / others[update])
         if hook is not None:
-            cut_drop[update] = _accuracy(m, xva, yva) - _accuracy(apply_plan(m, hook.plan()), xva, yva)
+            cut_drop[update] = _accuracy(m, xva, yva) - _accuracy(apply_plan(m, _cut(remove, m.config)), xva, yva)
     print(f"target/other norm-ratio reduction {reduction}; other norms {others}; cut drop {cut_drop}")
     assert reduction["gradient"] < 10 and reduction["decoupled"] >= 100
     assert others["decoupled"] == pytest.approx(others["plain"], rel=0.2)

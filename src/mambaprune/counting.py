@@ -1,4 +1,5 @@
-"""Model size and cost: parameters, analytic forward FLOPs, per-block kept widths.
+"""Model size and cost: parameters, analytic forward FLOPs, per-block kept widths, and ``size_report``, the one
+vocabulary every stage, MLflow and the API report a model's size in.
 
 FLOP convention (per image, forward only): FLOPs = 2 · multiply-accumulates of every conv and Linear
 (patch embedding, in_proj, x_proj, out_proj, fc1, fc2 per token; the head once, after token pooling;
@@ -16,7 +17,7 @@ from collections.abc import Mapping
 
 import torch.nn as nn
 
-__all__ = ["count_params", "count_flops", "flops_breakdown", "size_report", "layer_table"]
+__all__ = ["count_params", "count_flops", "flops_breakdown", "size_report"]
 
 
 def count_params(model: nn.Module) -> int:
@@ -69,23 +70,3 @@ def size_report(model: nn.Module, dense: nn.Module | None = None) -> dict:
                 "flop_reduction": 1.0 - out["flops"] / dense_flops}
     return out
 
-
-def layer_table(model, reference_config: Mapping | None = None) -> list[dict]:
-    """Per block: SSM and MLP kept/total widths (total from ``reference_config``, default the model's own)
-    and the block's parameter count."""
-    c = _config(model)
-    ref = reference_config if reference_config is not None else c
-    if ref["depth"] != c["depth"]:
-        raise ValueError(f"reference_config has depth {ref['depth']}, the model {c['depth']}")
-    block_params = [0] * c["depth"]
-    if isinstance(model, nn.Module):
-        for name, prm in model.named_parameters():
-            if name.startswith("blocks."):
-                block_params[int(name.split(".")[1])] += prm.numel()
-    rows = []
-    for i in range(c["depth"]):
-        s, st = c["ssm_widths"][i], ref["ssm_widths"][i]
-        m, mt = c["mlp_widths"][i], ref["mlp_widths"][i]
-        rows.append({"block": i, "ssm_kept": s, "ssm_total": st, "ssm_frac": s / st,
-                     "mlp_kept": m, "mlp_total": mt, "mlp_frac": m / mt, "params": block_params[i]})
-    return rows

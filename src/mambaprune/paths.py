@@ -43,10 +43,6 @@ def metrics_file(stage: str, root: Path = METRICS_DIR) -> Path:
     return root / f"{stage_slug(stage)}.json"
 
 
-def plot_file(name: str, root: Path = PLOTS_DIR) -> Path:
-    return root / name
-
-
 def stage_plots_dir(stage: str, root: Path = PLOTS_DIR) -> Path:
     """plots/<stage>/: the per-epoch CSVs of one stage (a DVC out of that stage)."""
     return root / stage_slug(stage)

@@ -54,33 +54,19 @@ def _label(csv_path: Path, y: str, several: bool) -> str:
 
 
 def png_line_plot(csv_path: Path | str | Sequence[Path | str], x: str, ys: Sequence[str], png_path: Path | str,
-                  title: str, *, ylabel: str = "", concat: bool = False) -> Path:
+                  title: str, *, ylabel: str = "") -> Path:
     """Columns ``ys`` against ``x`` from one CSV or several (one line per file and column, labelled by the
-    file stem). ``concat``: each file's x continues after the previous file's last x (stages in a row),
-    with a dotted line at each boundary."""
+    file stem)."""
     paths = [Path(csv_path)] if isinstance(csv_path, (str, Path)) else [Path(p) for p in csv_path]
     fig, ax = _figure(title, x, ylabel or ", ".join(ys))
-    offset, plotted, colors = 0.0, False, {}
+    plotted = False
     for path in paths:
         rows = read_csv(path) if path.exists() else []
-        end = offset
         for y in ys:
             xs, vals, _ = _points(rows, x, y)
-            if not xs:
-                continue
-            if concat:  # one colour and one legend entry per column across all files
-                xs = [v + offset for v in xs]
-                label = None if y in colors else y
-                ax.plot(xs, vals, marker="o", markersize=3, label=label, color=colors.setdefault(y, f"C{len(colors)}"))
-            else:
+            if xs:
                 ax.plot(xs, vals, marker="o", markersize=3, label=_label(path, y, len(paths) > 1))
-            end = max(end, max(xs))
-            plotted = True
-        if concat and end > offset:
-            ax.axvline(end, color="grey", linestyle=":", linewidth=0.8)
-            ax.annotate(path.stem.removesuffix("_epochs"), (end, 0.02), xycoords=("data", "axes fraction"),
-                        ha="right", va="bottom", fontsize="x-small", rotation=90)
-            offset = end
+                plotted = True
     return _save(fig, ax, png_path, plotted)
 
 
@@ -108,14 +94,7 @@ def png_scatter(csv_path: Path | str, x: str, ys: Sequence[str], png_path: Path 
     return _save(fig, ax, png_path, plotted)
 
 
-# ----------------------------------------------------------------------------------------------- the pipeline's three
-def plot_epochs(csv_paths: Sequence[Path | str], png_path: Path | str,
-                ys: Sequence[str] = ("train_acc", "val_acc")) -> Path:
-    """Accuracy per epoch, the stages' ``plots/<stage>_epochs.csv`` one after another."""
-    return png_line_plot(csv_paths, "epoch", ys, png_path, "Accuracy per epoch, stage after stage",
-                         ylabel="accuracy", concat=True)
-
-
+# ----------------------------------------------------------------------------------------------- the summary's plots
 def plot_rounds(csv_path: Path | str, png_path: Path | str) -> Path:
     """Accuracy against parameter count across pruning rounds (``plots/rounds.csv``)."""
     return png_scatter(csv_path, "params", ["val_acc", "test_acc"], png_path, "Accuracy vs parameters by round",

@@ -88,11 +88,6 @@ def lock_path(root: Path | str | None = None) -> Path:
     return repo_root(root) / ".mlflow.lock"
 
 
-def mlflow_ui_command(root: Path | str | None = None, port: int = 5000) -> list[str]:
-    """The command that serves this repo's store on localhost only."""
-    return ["mlflow", "ui", "--backend-store-uri", tracking_uri(root), "--host", "127.0.0.1", "--port", str(port)]
-
-
 # ----------------------------------------------------------------------------------------------- identity
 def git_commit(root: Path | str | None = None) -> str | None:
     """The commit the code came from: the exp baseline under ``dvc exp run``, else HEAD; None without git."""

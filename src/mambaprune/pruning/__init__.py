@@ -7,13 +7,13 @@ optional rewinding, Refill (refill), RSST's regulariser (rsst) and the per-round
 from .api import TARGETS, prune_model
 from .core import Selection, Targets, score, select
 from .importance import CRITERIA, IMPORTANCES, accumulate_grads, score_units
-from .plan import Plan, apply_plan, compose_plans, identity_plan, plan_widths, slice_state, validate_plan
+from .plan import Plan, apply_plan, compose_plans, plan_widths, slice_state, validate_plan
 from .select import SCOPES, round_width, select_units
 from .units import KINDS, Member, block_prefix, kept_index, members, num_directions, unit_matrices, width_of
 
 __all__ = [
     "KINDS", "Member", "members", "num_directions", "block_prefix", "unit_matrices", "kept_index", "width_of",
-    "Plan", "identity_plan", "plan_widths", "slice_state", "apply_plan", "compose_plans", "validate_plan",
+    "Plan", "plan_widths", "slice_state", "apply_plan", "compose_plans", "validate_plan",
     "CRITERIA", "IMPORTANCES", "accumulate_grads", "score_units",
     "SCOPES", "round_width", "select_units",
     "Targets", "Selection", "score", "select",

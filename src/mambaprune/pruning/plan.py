@@ -16,14 +16,9 @@ import torch
 from ..models.mamba import VisionMamba
 from .units import KINDS, block_prefix, kept_index, members, num_directions, width_of
 
-__all__ = ["Plan", "identity_plan", "plan_widths", "slice_state", "apply_plan", "compose_plans",
-           "validate_plan"]
+__all__ = ["Plan", "plan_widths", "slice_state", "apply_plan", "compose_plans", "validate_plan"]
 
 Plan = dict  # {"ssm": list[list[int] | None], "mlp": list[list[int] | None]}
-
-
-def identity_plan(config: Mapping) -> Plan:
-    return {k: [None] * config["depth"] for k in KINDS}
 
 
 def validate_plan(plan: Plan, config: Mapping) -> None:

@@ -29,8 +29,7 @@ import torch
 from .schedule import rsst_lambda
 from .units import KINDS, block_prefix, complement, weight_matrices, weight_members, width_of, widths
 
-__all__ = ["RSST_PENALTIES", "RSST_UPDATES", "group_sq_norms", "group_norms", "scale_units", "removal_plan",
-           "RSSTRegularizer"]
+__all__ = ["RSST_PENALTIES", "RSST_UPDATES", "group_sq_norms", "group_norms", "scale_units", "RSSTRegularizer"]
 
 RSST_PENALTIES = ("group_l2", "group_lasso")
 RSST_UPDATES = ("gradient", "decoupled")
@@ -77,14 +76,6 @@ def scale_units(params: Mapping[str, torch.Tensor], config: Mapping, kind: str, 
         shape = [1] * t.ndim
         shape[m.dim] = -1
         t.index_copy_(m.dim, idx, t.index_select(m.dim, idx) * factor.to(t).view(shape))
-
-
-def removal_plan(remove: Mapping[str, list[list[int]]], config: Mapping) -> dict:
-    """The plan (kept lists, see plan.py) that cuts the ``remove`` units: their complement per block."""
-    plan = {}
-    for kind, blocks in remove.items():
-        plan[kind] = [complement(r, w) for w, r in zip(widths(config, kind), blocks, strict=True)]
-    return plan
 
 
 class RSSTRegularizer:
@@ -202,7 +193,3 @@ class RSSTRegularizer:
         record["rsst_lambda"] = self.lambda_trace[-1] if self.lambda_trace else 0.0
         record["rsst_target_norm"] = n["target"]
         record["rsst_other_norm"] = n["other"]
-
-    def plan(self) -> dict:
-        """The plan that cuts this round's target units (apply with ``apply_plan`` after the round)."""
-        return removal_plan({k: [b.tolist() for b in v] for k, v in self.targets.items()}, self.config)
