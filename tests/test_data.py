@@ -345,6 +345,26 @@ def test_failed_prepare_keeps_previous_outputs(tmp_path):
     assert sorted(before) == ["meta.json", "test.pt", "train.pt", "val.pt"]
 
 
+def test_prepare_killed_while_writing_leaves_no_usable_mix(tmp_path, monkeypatch):
+    """meta.json goes first and comes back last: a prepare interrupted between two splits leaves a folder that
+    load_meta refuses (rerun prepare), and no temp file."""
+    prepare_data(DataCfg(img_size=8), 0, tmp_path / "out")
+    save, calls = torch.save, []
+
+    def dies_on_the_third_split(obj, f):  # train, val, then test
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError("killed")
+        save(obj, f)
+
+    monkeypatch.setattr(torch, "save", dies_on_the_third_split)
+    with pytest.raises(OSError, match="killed"):
+        prepare_data(DataCfg(img_size=8), 1, tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["test.pt", "train.pt", "val.pt"]
+    with pytest.raises(DataError, match="meta.json not found"):
+        load_meta(tmp_path / "out")
+
+
 # ---------------------------------------------------------------------------------------------- loading
 
 

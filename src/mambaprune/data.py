@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import pickle
-import shutil
 import tarfile
-import tempfile
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -27,6 +25,7 @@ from mambaprune.augment import Augment
 from mambaprune.config import DataCfg, TrainCfg
 from mambaprune.errors import ConfigError, DataError
 from mambaprune.paths import meta_file, split_file
+from mambaprune.records import atomic_write
 
 __all__ = ["DataError", "SPLITS", "prepare_data", "load_split", "load_meta", "augment_batch", "BatchLoader",
            "make_loaders", "eval_loaders", "full_batches"]
@@ -229,24 +228,13 @@ def _channel_stats(images: Tensor) -> tuple[list[float], list[float]]:
 
 
 def _write_outputs(out_dir: Path, splits: dict[str, tuple[Tensor, Tensor]], meta: dict) -> None:
-    """Write to a temp folder beside ``out_dir``, then move the files in with meta.json last.
-
-    A failure while writing leaves the previous outputs untouched; the old meta.json goes first, so an
-    interrupted move can never pair a new split with old metadata.
-    """
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        for name, (images, labels) in splits.items():
-            torch.save({"images": images, "labels": labels}, split_file(name, tmp))
-        meta_file(tmp).write_text(json.dumps(meta, indent=2) + "\n")
-        out_dir.mkdir(exist_ok=True)
-        meta_file(out_dir).unlink(missing_ok=True)
-        for name in splits:
-            os.replace(split_file(name, tmp), split_file(name, out_dir))
-        os.replace(meta_file(tmp), meta_file(out_dir))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    """Every file atomically (``records.atomic_write``), the old meta.json removed first and the new one written
+    last: until it is in place ``load_meta`` refuses the folder, so no stage ever pairs a new split with old
+    metadata or reads a split from an interrupted run."""
+    meta_file(out_dir).unlink(missing_ok=True)
+    for name, (images, labels) in splits.items():
+        atomic_write(split_file(name, out_dir), partial(torch.save, {"images": images, "labels": labels}))
+    atomic_write(meta_file(out_dir), lambda f: f.write((json.dumps(meta, indent=2) + "\n").encode()))
 
 
 # ---------------------------------------------------------------------------------------------- load
