@@ -58,8 +58,8 @@ def main() -> None:
              ("conv backward", conv_triton._conv_bwd_kernel, conv, conv_triton.WARPS)]
     norm = dict(BM=norm_triton.BLOCK_M, BN=256)
     rows += [("add+norm fwd", norm_triton._add_norm_fwd_kernel, {**norm, "HAS_BRANCH": True}, norm_triton.WARPS),
-             ("add+norm bwd", norm_triton._add_norm_bwd_kernel, {**norm, "HAS_DROUT": True, "HAS_DX": True},
-              norm_triton.WARPS)]
+             ("add+norm bwd", norm_triton._add_norm_bwd_kernel,
+              {**norm, "HAS_DROUT": True, "HAS_DX": True, "PER_PROGRAM": 4}, norm_triton.WARPS)]
     print(f"sm_{arch}, Triton {triton.__version__}, mamba_small's constants (L 64, n 16, conv width 4, dim 192)")
     for name, kernel, constexprs, warps in rows:
         print(f"  {name:<15}{warps} warp(s)  {resources(kernel, constexprs, warps, arch)}")
