@@ -98,26 +98,38 @@ def _sync():
         torch.cuda.synchronize()
 
 
-def _worker_init(shape):
-    from mambaprune.models import scan_triton as st
+def _error(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
 
-    args, gout = make_inputs(*shape, device=_device())
-    _W.update(args=args, gout=gout, ck=st._launch_fwd(*args)[1], variants=variants())
+
+def _worker_init(shape):
+    """Inputs and today's checkpoints for one worker; an error is kept and answered to its task (an initializer
+    that raises would make the pool respawn workers forever)."""
+    try:
+        from mambaprune.models import scan_triton as st
+
+        args, gout = make_inputs(*shape, device=_device())
+        _W.update(args=args, gout=gout, ck=st._launch_fwd(*args)[1], variants=variants())
+    except (Exception, SystemExit) as e:
+        _W["init_error"] = _error(e)
 
 
 def _worker_run(name):
+    """(name, error of the candidate or None, error of the worker's setup or None)."""
+    if "init_error" in _W:
+        return name, None, _W["init_error"]
     try:
         _, fn = _W["variants"][name]
         fn(_W["args"], _W["gout"], _W["ck"])
         _sync()
-        return name, None
+        return name, None, None
     except Exception as e:  # reported, the candidate is skipped
-        return name, f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+        return name, _error(e), None
 
 
 def precompile(names, jobs, shape, deadline_s=60):
     """Launch each candidate once in worker processes: {name: error} for the candidates that raised there. A
-    worker that cannot start (no second CUDA context, say) or a run past the deadline only costs time: those
+    worker that cannot set up (no second CUDA context, say) or a run past the deadline only costs time: those
     candidates are then compiled by the timing process itself."""
     failed = {}
     ctx = multiprocessing.get_context("spawn")
@@ -129,11 +141,13 @@ def precompile(names, jobs, shape, deadline_s=60):
         t_end = time.time() + deadline_s
         for name, res in pending.items():
             try:
-                error = res.get(timeout=max(1.0, t_end - time.time()))[1]
+                _, error, setup_error = res.get(timeout=max(1.0, t_end - time.time()))
             except Exception as e:
                 print(f"  {name}: no result from the workers ({type(e).__name__}), compiled here instead")
                 continue
-            if error:
+            if setup_error:
+                print(f"  {name}: worker setup failed ({setup_error}), compiled here instead")
+            elif error:
                 failed[name] = error
     finally:
         pool.terminate()
@@ -234,7 +248,7 @@ def main():
                 continue
             calls[name] = lambda fn=fn: fn(args, gout, ck)
         except Exception as e:
-            failed[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+            failed[name] = _error(e)
     print(f"compiled and checked: {time.time() - t_start:.1f} s since start")
 
     times = {name: [] for name in calls}

@@ -411,24 +411,25 @@ class BwdConfig:
 
 
 # What the benchmark times (each against scan_triton's kernels) and tests/test_scan_next.py checks (each against
-# float64). Registers per thread and spills, compiled for sm_90 by Triton 3.6 at mamba_small's shape: today's
-# forward 96 / 0, backward 210 / 0 (ncu on the H200: 212, 8 one-warp programs per SM).
+# float64). Registers per thread, spills and SASS instructions per token step, compiled for sm_90 by Triton 3.6
+# at mamba_small's shape (``benchmarks/kernel_resources.py --candidates``): today's forward 96 regs, 244 per
+# token; backward 210 regs (ncu on the H200: 212, 8 one-warp programs per SM), 177 + 509 per token.
 FWD_CANDIDATES = {
-    "pair": FwdConfig(),  # 123 regs; loop 440 SASS instructions per 2 tokens (today 244 per token)
-    "lane": FwdConfig(pair=False, lane=True),  # 120 regs; 179 per token, no shuffles
+    "pair": FwdConfig(),  # 123 regs; 440 per 2 tokens
+    "lane": FwdConfig(pair=False, lane=True),  # 120 regs; 179, no shuffles
     "lane_r96": FwdConfig(pair=False, lane=True, maxnreg=96),  # 96 regs (today's occupancy), no spill; 194
     "lane_pair": FwdConfig(lane=True),  # 126 regs; 382 per 2 tokens
-    "lane_pair_b64w2": FwdConfig(block=64, warps=2, lane=True),  # 123 regs
-    "lane_b128w4": FwdConfig(block=128, warps=4, pair=False, lane=True),  # 120 regs
+    "lane_pair_b64w2": FwdConfig(block=64, warps=2, lane=True),  # 122 regs; 381 per 2 tokens
+    "lane_b128w4": FwdConfig(block=128, warps=4, pair=False, lane=True),  # 96 regs; 194
 }
 BWD_CANDIDATES = {
     "today_r168": BwdConfig("today", maxnreg=168),  # today's kernel capped at 168 regs: no spill, 12 warps per SM
     "today_r128": BwdConfig("today", maxnreg=128),  # 200 B spilled per thread, 16 warps per SM
-    "scratch": BwdConfig(),  # 229 regs; recompute 151 + reverse 515 per token (today 177 + 509)
-    "scratch_r168": BwdConfig(maxnreg=168),  # 48 B spill
-    "registers": BwdConfig("registers"),  # 240 regs, no spill; ~670 per token, no scratch traffic
-    "registers_r200": BwdConfig("registers", maxnreg=200),  # no spill, 10 warps per SM
-    "registers_w2": BwdConfig("registers", warps=2),  # 222 regs, 8 states per thread
+    "scratch": BwdConfig(),  # 229 regs; 151 + 515
+    "scratch_r168": BwdConfig(maxnreg=168),  # 48 B spilled; 151 + 531
+    "registers": BwdConfig("registers"),  # 240 regs, no spill; 2429 per group of 4 tokens + 131 per skipped token
+    "registers_r200": BwdConfig("registers", maxnreg=200),  # no spill, 10 warps per SM; 2530
+    "registers_w2": BwdConfig("registers", warps=2),  # 222 regs, 8 states per thread; 2293
 }
 
 
