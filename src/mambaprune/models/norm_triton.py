@@ -62,18 +62,21 @@ def _add_norm_fwd_kernel(r_ptr, x_ptr, w_ptr, b_ptr, rout_ptr, y_ptr, mean_ptr, 
 
 @triton.jit
 def _add_norm_bwd_kernel(r_ptr, w_ptr, mean_ptr, rstd_ptr, dy_ptr, drout_ptr, dr_ptr, dx_ptr, dw_ptr, db_ptr,
-                         M, DIM, blocks_per_program, HAS_DROUT: tl.constexpr, HAS_DX: tl.constexpr,
+                         M, DIM, PER_PROGRAM: tl.constexpr, HAS_DROUT: tl.constexpr, HAS_DX: tl.constexpr,
                          BM: tl.constexpr, BN: tl.constexpr):
-    """A program walks ``blocks_per_program`` consecutive row blocks and accumulates its dweight/dbias share
-    in registers, so the partial sums are (programs, DIM) rather than (row blocks, DIM)."""
+    """A program walks ``PER_PROGRAM`` consecutive row blocks and accumulates its dweight/dbias share
+    in registers, so the partial sums are (programs, DIM) rather than (row blocks, DIM). The count is a constexpr:
+    Triton 3.6's interpreter cannot use a runtime integer argument as a loop bound under NumPy >= 2.4 (its
+    ``__index__`` calls ``int()`` on a 1-element array: "only 0-dimensional arrays can be converted to Python
+    scalars"); one compiled variant per count (4 at mamba_small's 65,536 rows)."""
     pid = tl.program_id(0)
     cols = tl.arange(0, BN)
     mc = cols < DIM
     w = tl.load(w_ptr + cols, mask=mc, other=0.0).to(tl.float32)
     dw_acc = tl.zeros((BM, BN), tl.float32)
     db_acc = tl.zeros((BM, BN), tl.float32)
-    for i in range(blocks_per_program):
-        rows = (pid * blocks_per_program + i) * BM + tl.arange(0, BM)
+    for i in range(PER_PROGRAM):
+        rows = (pid * PER_PROGRAM + i) * BM + tl.arange(0, BM)
         mr = rows < M
         m = mr[:, None] & mc[None, :]
         offs = rows[:, None].to(tl.int64) * DIM + cols[None, :]
@@ -142,8 +145,8 @@ class _AddLayerNorm(torch.autograd.Function):
         db_part = torch.empty_like(dw_part)
         _add_norm_bwd_kernel[(grid,)](
             rout, weight, mean, rstd, dy, drout if drout is not None else dy, dr, dx, dw_part, db_part, M, dim,
-            per_program, HAS_DROUT=drout is not None, HAS_DX=needs_dx, BM=BLOCK_M, BN=triton.next_power_of_2(dim),
-            num_warps=WARPS)
+            PER_PROGRAM=per_program, HAS_DROUT=drout is not None, HAS_DX=needs_dx, BM=BLOCK_M,
+            BN=triton.next_power_of_2(dim), num_warps=WARPS)
         dweight, dbias = dw_part.sum(0).to(weight.dtype), db_part.sum(0).to(bias_dtype)
         dbranch = dx.view(ctx.shape) if ctx.has_branch else None
         return dr.view(ctx.shape), dbranch, dweight, dbias, None, None
