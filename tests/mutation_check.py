@@ -108,8 +108,10 @@ MUTATIONS = [
     # ---- pruning methods: RSST, Refill, rounds
     M("rsst-update-back-to-gradient-form", "pruning/rsst.py", "        self.update = update\n",
       '        self.update = "gradient"\n', "test_rsst_default.py"),
-    M("rsst-step-factor-off-by-one", "pruning/rsst.py", "return self.factors[min(max(t, 1), len(self.factors)) - 1]",
-      "return self.factors[min(max(t, 1), len(self.factors) - 1)]", "test_methods.py", "exact_proximal"),
+    M("rsst-step-factor-off-by-one", "pruning/rsst.py", "return self.factors[min(max(round(progress * n), 1), n) - 1]",
+      "return self.factors[min(max(round(progress * n), 1), n - 1)]", "test_methods.py", "exact_proximal"),
+    M("rsst-graph-step-factor-off-by-one", "pruning/rsst.py", "t = (progress * n).round().long().clamp(1, n) - 1",
+      "t = (progress * n).round().long().clamp(0, n - 1)", "test_methods.py", "cuda_graph"),
     M("rsst-shrink-not-normalised", "pruning/schedule.py", "return [math.exp(-log_f * s / total) for s in shape]",
       "return [math.exp(-log_f * s / total_steps) for s in shape]", "test_methods.py", "shrink_factors"),
     M("rsst-norm-counts-x_proj-diagonal-twice", "pruning/rsst.py",

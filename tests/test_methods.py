@@ -255,7 +255,7 @@ def test_rsst_decoupled_step_is_the_exact_proximal_map():
     assert all(p.grad is None for p in m.parameters())
     hook.after_step(m, t / n_steps, lr=123.0)
     c = (1 / f - 1) / 2
-    assert hook.lambda_trace == [pytest.approx(c, rel=1e-12)]
+    assert len(hook.lambda_trace) == n_steps and hook.lambda_trace[t - 1] == pytest.approx(c, rel=1e-12)
     for n, p in m.named_parameters():
         w0, w1 = before[n], p.detach()
         assert torch.equal(w1[~masks[n]], w0[~masks[n]]), n
@@ -264,6 +264,62 @@ def test_rsst_decoupled_step_is_the_exact_proximal_map():
         assert torch.all((2 * c * w1[masks[n]] + w1[masks[n]] - w0[masks[n]]).abs() <= 1e-14)
     assert sum(int(mask.sum()) for mask in masks.values()) > 0
     assert all(torch.equal(b, buffers[n]) for n, b in m.named_buffers())
+
+
+def _fake_capture(fn, device, warmup=2, before_capture=None):
+    """capture_cuda_graph minus CUDA (as in test_step.py): warm up, undo, then every replay re-runs ``fn``."""
+    for _ in range(warmup):
+        fn()
+    if before_capture is not None:
+        before_capture()
+    return fn
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA (run on the GPU machine)"))])
+def test_rsst_decoupled_update_runs_in_a_cuda_graph_as_eagerly(device):
+    """The decoupled update is graph_safe: in a replayed graph progress is a 0-d device tensor and f_t is looked up
+    on the device; the weights end where eager training leaves them (f_t in fp32 there). On CPU the capture is a
+    stand-in that re-runs the step body (as in test_step.py); on CUDA it is the real one."""
+    from mambaprune.config import TrainCfg
+    from mambaprune.step import TrainStep, graph_mode_reason
+    from mambaprune.train import build_optimizer
+
+    device = torch.device(device)
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.rand(6, 3, 8, 8, generator=g), torch.randint(0, 5, (6,), generator=g)) for _ in range(3)]
+    batches.append((torch.rand(4, 3, 8, 8, generator=g), torch.randint(0, 5, (4,), generator=g)))  # runs eagerly
+    total = 2 * len(batches)
+
+    def run(graph):
+        torch.manual_seed(0)
+        m = mambaprune.create_model("mamba_tiny", num_classes=5, img_size=8, embed_dim=8, depth=2, d_state=2)
+        m = m.to(device)
+        hook = RSSTRegularizer(m, {"ssm": [[0, 1], [2]], "mlp": [[0, 5], [1]]}, strength=1e4)
+        hook.on_fit_start(total)
+        if device.type == "cpu":
+            opt = torch.optim.AdamW(m.parameters(), lr=1e-2, fused=True)  # CPU fused: a tensor LR is fine
+        else:
+            opt = build_optimizer(m, TrainCfg(lr=1e-2, device="cuda"), 1e-2, capturable=graph)
+        step = TrainStep(m, m, opt, [hook], device, 0.0, 1.0, graph=graph,
+                         capture=_fake_capture if device.type == "cpu" else None)
+        step.prepare_optimizer()
+        for k in range(total):
+            x, y = batches[k % len(batches)]
+            step(x.to(device), y.to(device), torch.tensor(1e-3).item(), torch.tensor((k + 1) / total).item())
+        return m, step, hook
+
+    eager, eager_step, hook = run(False)
+    graph, graph_step, _ = run(True)
+    assert (eager_step.mode, graph_step.mode) == ("eager", "cuda-graph")
+    tol = dict(rtol=1e-6, atol=1e-9) if device.type == "cpu" else dict(rtol=1e-3, atol=1e-5)
+    for (name, a), b in zip(eager.state_dict().items(), graph.state_dict().values()):
+        torch.testing.assert_close(b, a, **tol, msg=name)
+    assert group_norms(graph, None, "mlp", [[0, 5], [1]])[0].max() < 1e-2  # the shrink did happen (F = 1e4)
+    cuda = torch.device("cuda", 0)  # graph_mode_reason only compares names: no GPU needed
+    assert graph_mode_reason("auto", cuda, False, [hook]) is None
+    gradient = RSSTRegularizer(eager, {"mlp": [[0], [0]]}, strength=1.0, update="gradient")
+    assert "RSSTRegularizer not marked graph_safe" in graph_mode_reason("auto", cuda, False, [gradient])
 
 
 def test_rsst_decoupled_needs_group_l2_and_a_shrink_factor():
@@ -278,7 +334,7 @@ def test_rsst_decoupled_needs_group_l2_and_a_shrink_factor():
 @pytest.mark.parametrize("schedule", ["exp", "poly", "linear"])
 def test_rsst_lambda_trace_every_step(schedule):
     m = _mlp_model(depth=1)
-    hook = RSSTRegularizer(m, {"mlp": [[0, 1]]}, strength=2.0, schedule=schedule, exponent=3)
+    hook = RSSTRegularizer(m, {"mlp": [[0, 1]]}, strength=2.0, schedule=schedule, exponent=3, update="gradient")
     steps = 37
     for s in range(steps):
         hook.penalty_term(m, (s + 1) / steps)

@@ -125,8 +125,11 @@ class RSSTRegularizer:
     (``decoupled``: multiply T by f_t) or ``after_backward`` (``gradient``: add λ(p)·penalty's gradient) acts.
 
     ``remove``: {kind: [units to remove in block 0, ...]} for the round. ``lambda_trace`` holds one λ per
-    step: the penalty's coefficient (``gradient``) or the proximal one c_t, 1 + 2c_t = 1/f_t
-    (``decoupled``); ``on_epoch_end`` logs it and the mean target / non-target group norms.
+    step: the penalty's coefficient as applied (``gradient``), or the proximal one c_t, 1 + 2c_t = 1/f_t, of
+    every step of the round (``decoupled``); ``on_epoch_end`` logs the mean target / non-target group norms.
+
+    The decoupled update is ``graph_safe`` (see step.py): in a replayed CUDA graph ``progress`` is a 0-d device
+    tensor and f_t is looked up on the device, so the whole step stays one graph.
     """
 
     def __init__(self, model: torch.nn.Module, remove: Mapping[str, list[list[int]]], strength: float,
@@ -143,6 +146,7 @@ class RSSTRegularizer:
         else:
             rsst_lambda(1.0, strength, schedule, exponent)  # validates the schedule now, not at step 1
         self.update = update
+        self.graph_safe = update == "decoupled"
         self.model, self.config = model, dict(model.config)
         self.strength, self.schedule, self.exponent, self.penalty = strength, schedule, exponent, penalty
         self.targets: dict[str, list[torch.Tensor]] = {}
@@ -156,8 +160,9 @@ class RSSTRegularizer:
             self.targets[kind] = [torch.as_tensor(sorted(set(b)), dtype=torch.long) for b in blocks]
             self.others[kind] = [torch.as_tensor(sorted(set(range(w)) - set(b)), dtype=torch.long)
                                  for w, b in zip(widths, blocks)]
-        self.lambda_trace: list[float] = []
+        self._trace: list[float] = []  # λ of each gradient step
         self.factors: list[float] | None = None  # f_t of each step (decoupled), set by on_fit_start
+        self._factor_table: torch.Tensor | None = None  # the same on the weights' device, for graph replays
         self._masks: dict[str, torch.Tensor] | None = None
         self._device = torch.device("cpu")
 
@@ -166,7 +171,7 @@ class RSSTRegularizer:
         device = next(iter(params.values())).device
         if self._device != device:  # index tensors and masks live where the weights are: no per-step copies
             self.targets = {k: [u.to(device) for u in v] for k, v in self.targets.items()}
-            self._masks = None
+            self._masks = self._factor_table = None
             self._device = device
         if self._masks is None:
             self._masks = target_masks(params, self.config, self.targets)
@@ -176,13 +181,26 @@ class RSSTRegularizer:
         """``fit`` says how many optimizer steps N the round takes (the same after a resume)."""
         if self.update == "decoupled":
             self.factors = rsst_shrink_factors(total_steps, self.strength, self.schedule, self.exponent)
+            self._factor_table = None
 
-    def step_factor(self, progress: float) -> float:
-        """f_t of the step at ``progress`` = t/N (``decoupled``)."""
+    @property
+    def lambda_trace(self) -> list[float]:
+        if self.update == "decoupled":
+            return [(1.0 / f - 1.0) / 2.0 for f in self.factors or ()]
+        return self._trace
+
+    def step_factor(self, progress):
+        """f_t of the step at ``progress`` = t/N (``decoupled``): a float, or a 0-d device tensor when
+        ``progress`` is one (a replayed CUDA graph: no host read)."""
         if self.factors is None:
             raise RuntimeError("RSSTRegularizer: call on_fit_start(total_steps) before the first step")
-        t = round(progress * len(self.factors))
-        return self.factors[min(max(t, 1), len(self.factors)) - 1]
+        n = len(self.factors)
+        if isinstance(progress, torch.Tensor):
+            if self._factor_table is None or self._factor_table.device != progress.device:
+                self._factor_table = torch.tensor(self.factors, dtype=torch.float32, device=progress.device)
+            t = (progress * n).round().long().clamp(1, n) - 1
+            return self._factor_table.index_select(0, t.reshape(1)).reshape(())  # a kernel, no host read
+        return self.factors[min(max(round(progress * n), 1), n) - 1]
 
     def penalty_value(self, model: torch.nn.Module) -> torch.Tensor | None:
         """||w_T||² (group_l2) or Σ_g ||w_g||₂ (group_lasso), without λ; None without targets."""
@@ -203,7 +221,7 @@ class RSSTRegularizer:
     def penalty_term(self, model: torch.nn.Module, progress: float) -> torch.Tensor | None:
         """λ(progress)·penalty, differentiable; records λ in ``lambda_trace`` (one entry per step)."""
         lam = rsst_lambda(progress, self.strength, self.schedule, self.exponent)
-        self.lambda_trace.append(lam)
+        self._trace.append(lam)
         value = self.penalty_value(model)
         return None if value is None else lam * value
 
@@ -228,7 +246,6 @@ class RSSTRegularizer:
         if self.update != "decoupled":
             return
         f = self.step_factor(progress)
-        self.lambda_trace.append((1.0 / f - 1.0) / 2.0)
         params = self._params(model)
         # p ← p · (1 + (f − 1)·mask): three multi-tensor kernels for all tensors (not three per tensor); entries
         # outside T are multiplied by exactly 1
@@ -248,7 +265,8 @@ class RSSTRegularizer:
 
     def on_epoch_end(self, epoch: int, record: dict) -> None:
         n = self.norms()
-        record["rsst_lambda"] = self.lambda_trace[-1] if self.lambda_trace else 0.0
+        if self.update == "gradient":
+            record["rsst_lambda"] = self._trace[-1] if self._trace else 0.0
         record["rsst_target_norm"] = n["target"]
         record["rsst_other_norm"] = n["other"]
         record["rsst_target_other_ratio"] = n["target"] / n["other"] if n["other"] else float("nan")
