@@ -330,6 +330,11 @@ def test_rsst_decoupled_needs_group_l2_and_a_shrink_factor():
         RSSTRegularizer(m, {"mlp": [[0]]}, 0.01)
     with pytest.raises(ValueError, match="decoupled, gradient"):
         RSSTRegularizer(m, {"mlp": [[0]]}, 1.0, update="proximal")
+    nothing = RSSTRegularizer(m, {"mlp": [[]]}, 1e4)  # a round that removes no unit: the step changes nothing
+    nothing.on_fit_start(3)
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    nothing.after_step(m, 1.0, lr=1e-3)
+    assert all(torch.equal(p, before[n]) for n, p in m.named_parameters())
 
 @pytest.mark.parametrize("schedule", ["exp", "poly", "linear"])
 def test_rsst_lambda_trace_every_step(schedule):

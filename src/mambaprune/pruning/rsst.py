@@ -247,6 +247,8 @@ class RSSTRegularizer:
             return
         f = self.step_factor(progress)
         params = self._params(model)
+        if not self._masks:  # nothing to remove this round
+            return
         # p ← p · (1 + (f − 1)·mask): three multi-tensor kernels for all tensors (not three per tensor); entries
         # outside T are multiplied by exactly 1
         scales = torch._foreach_mul(list(self._masks.values()), f - 1.0)
