@@ -105,8 +105,8 @@ def main() -> None:
             return
         save_checkpoint(model, paths.checkpoint(name), plans=[*ctx.history, plan])
         metrics = {
-            "round": name, **{f"{k}_{phase}": record[phase][k] for phase in ("before", "after_cut", "after")
-                              for k in ("val_acc", "test_acc")},
+            "round": name, **{f"{k}_{phase}": record[phase][k] for k in ("val_acc", "test_acc")
+                              for phase in ("before", "before_cut", "after_cut", "after")},
             **{k: record[k] for k in ("params", "flops", "ssm_widths", "mlp_widths")},
             "sparsity": 1.0 - record["params"] / count_params(dense),
             "norms_at_cut": record["norms_at_cut"], "target_ratios": record["target_ratios"],

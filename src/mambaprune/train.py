@@ -7,6 +7,7 @@ Pruning methods plug in through *hooks*: any object with any of
     loss_term(model, progress) -> Tensor | None    added to the loss (its gradient is clipped with the loss's)
     after_backward(model, progress)                after backward and clipping, before the step (edit .grad;
                                                    a penalty gradient added here escapes clipping, as RSST's)
+    on_fit_start(total_steps)                      once before training (also on resume): the number of steps
     after_step(model, progress, lr)                after the optimizer step (edit weights, e.g. a proximal step)
     on_epoch_end(epoch, record)                    may add keys to the epoch record
 where progress = (global_step + 1) / total_steps ∈ (0, 1].
@@ -219,6 +220,7 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: TrainCfg, epochs: int, 
                             "training data")
     total_steps = epochs * steps_per_epoch
     warmup_steps = min(total_steps, round(cfg.warmup_epochs * steps_per_epoch))
+    call_hooks(hooks, "on_fit_start", total_steps)
     rank0, ddp = distributed.is_main(), distributed.is_distributed()
     no_graph = graph_mode_reason(cfg.cuda_graph, device, ddp, hooks, cfg.optimizer)
     if no_graph and rank0 and (cfg.cuda_graph == "on" or device.type == "cuda"):

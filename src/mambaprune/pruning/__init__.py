@@ -1,7 +1,7 @@
 """Structured pruning. The engine: coupling spec (units), plans as data (plan), scores (importance), selection
 (select) and the one-call pruner (api). The methods the pipeline runs round by round (rounds): magnitude with
 optional rewinding, Refill (refill), RSST's regulariser (rsst) and the per-round targets and λ schedules
-(schedule)."""
+(schedule); checks on a round's metrics (checks)."""
 
 from .api import TARGETS, prune_model, prune_model_with_info, prune_report, ratios_for_target
 from .importance import CRITERIA, IMPORTANCES, accumulate_grads, score_units

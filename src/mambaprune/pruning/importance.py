@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .units import KINDS, unit_matrices
+from .units import KINDS, double_counted, unit_matrices
 
 __all__ = ["CRITERIA", "IMPORTANCES", "score_units", "accumulate_grads", "l1", "l2", "taylor", "random"]
 
@@ -37,12 +37,15 @@ def _per_unit(state, config, kind: str, fn: Callable[[torch.Tensor], torch.Tenso
 
     A mean, not a sum: an SSM channel's x_proj column and row grow with the layer's width, so summed scores
     would make wider layers look more important in a global ranking (and already-pruned layers less).
+    Every entry counts once: x_proj[c, c], in both the column and the row of unit c, is subtracted once.
     """
     out = []
     for i in range(config["depth"]):
         mats = unit_matrices(state, config, kind, i)
-        entries = sum(m.shape[1] for m in mats)
-        out.append((sum(fn(m.double()).sum(dim=1) for m in mats) / entries).cpu())
+        twice = double_counted(state, config, kind, i)
+        entries = sum(m.shape[1] for m in mats) - len(twice)
+        total = sum(fn(m.double()).sum(dim=1) for m in mats) - sum(fn(d.double()) for d in twice)
+        out.append((total / entries).cpu())
     return out
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 __all__ = ["KINDS", "Member", "members", "num_directions", "block_prefix", "unit_matrices",
-           "kept_index", "width_of"]
+           "double_counted", "kept_index", "width_of"]
 
 KINDS = ("ssm", "mlp")
 
@@ -77,6 +77,29 @@ def unit_matrices(state: Mapping[str, torch.Tensor], config: Mapping, kind: str,
         t = state[block_prefix(i) + m.name]
         part = t.narrow(m.dim, m.offset * w, w)
         out.append(part.movedim(m.dim, 0).reshape(w, -1))
+    return out
+
+
+def double_counted(state: Mapping[str, torch.Tensor], config: Mapping, kind: str, i: int) -> list[torch.Tensor]:
+    """Block i's entries that belong to one unit through two members, as (W,) vectors: entry c is unit c's.
+
+    A tensor indexed by the unit along two dims holds, for each unit c, one entry in both of its slices:
+    only x_proj does (x_proj[c, c] sits in unit c's input column and in its Δ output row). Sums over
+    ``unit_matrices`` see these entries twice; subtract them once to count every entry of a unit once.
+    """
+    w = width_of(config, kind, i)
+    by_name: dict[str, list[Member]] = {}
+    for m in members(kind, num_directions(config)):
+        by_name.setdefault(m.name, []).append(m)
+    out = []
+    for name, ms in by_name.items():
+        if len({m.dim for m in ms}) < 2:  # slices along one dim (in_proj's x and z halves) never overlap
+            continue
+        if len(ms) != 2 or state[block_prefix(i) + name].ndim != 2:
+            raise NotImplementedError(f"{name}: only a 2-D tensor with one member per dim is supported")
+        (a, b), units = sorted(ms, key=lambda m: m.dim), torch.arange(w)
+        t = state[block_prefix(i) + name]
+        out.append(t[a.offset * w + units.to(t.device), b.offset * w + units.to(t.device)])
     return out
 
 
