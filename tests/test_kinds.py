@@ -401,3 +401,23 @@ def test_bad_plans_name_the_kind():
             prune_model(m, **kwargs)
     with pytest.raises(ValueError, match="d_states needs 2 entries"):
         VisionMamba(img_size=8, patch_size=4, depth=2, d_states=[4])
+
+
+def test_accuracy_cost_measures_both_models_on_the_same_batches():
+    from mambaprune.pruning import accuracy_cost
+
+    m = small_model(depth=2, ssm=[8, 8], mlp=[8, 8], dtype=torch.float32)
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.rand(5, 3, 8, 8, generator=g), torch.randint(0, 10, (5,), generator=g)) for _ in range(3)]
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    r = accuracy_cost(m, batches, embed_ratio=0.5, min_keep=1, round_to=1)
+    pruned = apply_plan(m, r["plan"])
+
+    def acc(model):
+        with torch.no_grad():
+            return sum(int((model(x).argmax(1) == y).sum()) for x, y in batches) / 15
+
+    assert r["dense_acc"] == acc(m) and r["pruned_acc"] == acc(pruned)
+    assert r["acc_drop"] == r["dense_acc"] - r["pruned_acc"] and r["embed_dim"] == 8
+    assert r["params"] == count_params(pruned) < r["dense_params"] and r["flops"] < r["dense_flops"]
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())

@@ -1,9 +1,10 @@
 """Structured pruning. The engine: coupling spec (units), plans as data (plan), scores (importance), selection
-(select) and the one-call pruner (api). The methods the pipeline runs round by round (rounds): magnitude with
-optional rewinding, Refill (refill), RSST's regulariser (rsst) and the per-round targets and λ schedules
-(schedule)."""
+(select), the one-call pruner (api) and the accuracy a cut costs before finetuning (cost). The methods the
+pipeline runs round by round (rounds): magnitude with optional rewinding, Refill (refill), RSST's regulariser
+(rsst) and the per-round targets and λ schedules (schedule)."""
 
 from .api import TARGETS, prune_model, prune_model_with_info, prune_report, ratios_for_target
+from .cost import accuracy_cost
 from .importance import CRITERIA, IMPORTANCES, accumulate_grads, score_units
 from .plan import (
     Plan,
@@ -38,5 +39,6 @@ __all__ = [
     "validate_plan", "config_with_widths",
     "CRITERIA", "IMPORTANCES", "accumulate_grads", "score_units",
     "SCOPES", "round_width", "select_units",
+    "accuracy_cost",
     "TARGETS", "prune_model", "prune_model_with_info", "prune_report", "ratios_for_target",
 ]
