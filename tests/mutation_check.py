@@ -148,6 +148,32 @@ MUTATIONS = [
       "(no_decay if p.ndim < 2 else decay)", "test_train.py", "weight_decay"),
     M("counting-x_proj-one-direction", "counting.py", "2 * tokens * dirs * di * (di + 2 * n)",
       "2 * tokens * di * (di + 2 * n)", "test_pruning.py", "flops"),
+    # ---- state and embedding-width pruning, the one-call inference path, eager inference shortcuts
+    M("units-state-forgets-C-rows", "pruning/units.py",
+      'Member(p + "x_proj.weight", 0, 0, after="ssm"),\n'
+      '                    Member(p + "x_proj.weight", 0, 1, after="ssm")]',
+      'Member(p + "x_proj.weight", 0, 0, after="ssm")]', "test_kinds.py", "B_rows_zeroed"),
+    M("plan-state-rows-before-delta", "pruning/plan.py",
+      "lead = width_of(cfg, ms[0].after, i) if ms[0].after else 0", "lead = 0", "test_kinds.py", "B_rows_zeroed"),
+    M("plan-state-rows-after-dense-delta", "pruning/plan.py",
+      "lead = width_of(cfg, ms[0].after, i) if ms[0].after else 0",
+      "lead = width_of(config, ms[0].after, i) if ms[0].after else 0", "test_kinds.py", "ssm_and_mlp_pruning"),
+    M("units-embed-forgets-pos_embed", "pruning/units.py", 'Member("patch_embed.bias", 0), Member("pos_embed", 2)]',
+      'Member("patch_embed.bias", 0)]', "test_kinds.py", "embed_pruned_equals"),
+    M("importance-state-scores-A_log", "pruning/importance.py", 'if kind == "state":', 'if kind == "never":',
+      "test_kinds.py", "state_scores"),
+    M("plan-compose-embed-ignores-first", "pruning/plan.py", "out[kind] = _compose_keep(a, b)", "out[kind] = b",
+      "test_kinds.py", "compose"),
+    M("counting-dense-state-size", "counting.py", 'zip(c["ssm_widths"], c["mlp_widths"], _d_states(c))',
+      'zip(c["ssm_widths"], c["mlp_widths"], [c["d_state"]] * c["depth"])', "test_kinds.py", "flops"),
+    M("model-A-cache-ignores-edits", "models/mamba.py", "key = (A_log._version, A_log.data_ptr(),",
+      "key = (A_log.data_ptr(),", "test_models.py", "cached"),
+    M("scan-triton-never-saves-checkpoints", "models/scan_triton.py", "SAVE_CK=save_ck", "SAVE_CK=False",
+      "test_scan.py", "triton_interpreter"),
+    M("norm-triton-direct-drops-the-add", "models/norm_triton.py",
+      "(rout.view(resid.shape) if branch is not None else resid)", "resid", "test_scan.py", "triton_interpreter"),
+    M("inference-hands-out-the-static-output", "inference.py", "[:chunk.shape[0]].clone())", "[:chunk.shape[0]])",
+      "test_speed.py", "static_batch_runner"),
 ]
 
 
