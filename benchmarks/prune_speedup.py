@@ -63,15 +63,9 @@ def main() -> None:
     print(f"pruned widths: embed {pruned.config['embed_dim']}, ssm {pruned.ssm_widths}\n"
           f"               mlp {pruned.mlp_widths}\n               states {pruned.d_states}", flush=True)
 
-    if args.one_call_compile:  # the one-call runner is built inside compare_modes: pass the flag through
-        import mambaprune.speed as speed
-        from mambaprune.inference import optimize_for_inference
-
-        speed.optimize_for_inference = lambda m, b, dtype, quiet: optimize_for_inference(
-            m, b, dtype=dtype, compile=True, quiet=quiet)
     models = {"dense": dense.to(device), "pruned": pruned.to(device)}
     out = compare_modes(models, batch, iters, device, modes=tuple(args.modes) if args.modes else None,
-                        rounds=args.rounds)
+                        rounds=args.rounds, compile_one_call=args.one_call_compile)
     precision = "bf16 autocast" if cuda else "fp32"
     print(f"\n{device.type}, batch {batch}, {precision}, {args.rounds} interleaved rounds of {iters} batches")
     print(f"{'mode':<10} | {'dense img/s (spread)':>22} | {'pruned img/s (spread)':>22} | {'speedup':>7} | "
@@ -80,8 +74,12 @@ def main() -> None:
         d, p = rates["dense"], rates["pruned"]
         speedup = p["img_per_s"] / d["img_per_s"]
         name = f"{mode}+compile" if mode == "one_call" and args.one_call_compile else mode
-        print(f"{name:<10} | {d['img_per_s']:>12.0f} ({d['spread']:>5.1%}) | {p['img_per_s']:>12.0f} "
+        print(f"{name:<10} | {_rate(d['img_per_s'])} ({d['spread']:>5.1%}) | {_rate(p['img_per_s'])} "
               f"({p['spread']:>5.1%}) | {speedup:>6.2f}x | {speedup / flop_ratio:.2f}", flush=True)
+
+
+def _rate(img_per_s: float) -> str:
+    return f"{img_per_s:>12.0f}" if img_per_s >= 100 else f"{img_per_s:>12.2f}"
 
 
 if __name__ == "__main__":

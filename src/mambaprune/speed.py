@@ -64,11 +64,12 @@ def compare_throughput(models: dict, batch: int, iters: int, device: torch.devic
     return {name: statistics.median(r) for name, r in rates.items()}
 
 
-def _runner(model, mode: str, batch: int, device: torch.device, dtype: torch.dtype) -> Callable:
+def _runner(model, mode: str, batch: int, device: torch.device, dtype: torch.dtype, compile_one_call: bool
+            ) -> Callable:
     """``x -> logits`` the way ``mode`` runs ``model`` (eager and compiled under the same autocast as the one-call
     path; fp32 on CPU)."""
     if mode == "one_call":
-        return optimize_for_inference(model, batch, dtype=dtype, quiet=True)
+        return optimize_for_inference(model, batch, dtype=dtype, compile=compile_one_call, quiet=True)
     model.eval()
     forward = torch.compile(model) if mode == "compiled" else model
     use_autocast = device.type == "cuda" and dtype != torch.float32
@@ -82,13 +83,14 @@ def _runner(model, mode: str, batch: int, device: torch.device, dtype: torch.dty
 
 
 def compare_modes(models: dict, batch: int, iters: int, device: torch.device, modes: tuple[str, ...] | None = None,
-                  rounds: int = 3, dtype: torch.dtype = torch.bfloat16) -> dict:
+                  rounds: int = 3, dtype: torch.dtype = torch.bfloat16, compile_one_call: bool = False) -> dict:
     """images/s of every named model in every mode → ``{mode: {name: {"img_per_s", "spread", "rates"}}}``.
 
     ``modes`` default: all of ``MODES`` on CUDA, eager alone on CPU. Every (mode, model) runner is built and
     warmed up first (compilation, capture); then each of ``rounds`` rounds times every runner once for ``iters``
     batches, in turn, so drift hits all alike. ``img_per_s`` is the median over rounds, ``spread`` =
-    (max − min) / median. A one-call runner that fell back to eager (CPU) is timed as what it is.
+    (max − min) / median. A one-call runner that fell back to eager (CPU) is timed as what it is;
+    ``compile_one_call`` makes it capture the ``torch.compile``'d model.
     """
     modes = tuple(modes) if modes is not None else (MODES if device.type == "cuda" else ("eager",))
     unknown = [m for m in modes if m not in MODES]
@@ -101,7 +103,7 @@ def compare_modes(models: dict, batch: int, iters: int, device: torch.device, mo
         cfg = model.config
         inputs[name] = torch.rand(batch, cfg["in_chans"], cfg["img_size"], cfg["img_size"], device=device)
         for mode in modes:
-            runners[mode, name] = _runner(model, mode, batch, device, dtype)
+            runners[mode, name] = _runner(model, mode, batch, device, dtype, compile_one_call)
             runners[mode, name](inputs[name])  # warm-up
     rates = {key: [] for key in runners}
     for _ in range(rounds):
