@@ -7,8 +7,9 @@
 
 On CUDA the eval forward (under autocast in ``dtype``, optionally ``torch.compile``'d first) is captured once as a
 CUDA graph for ``batch_size`` images, with a static input buffer (``step.capture_cuda_graph``, the one capture
-helper, shared with the training step); a call copies the images in, replays the graph and copies the logits out. Eager, a pruned mamba_small at batch 1024
-waits on Python (issue #18: 1.06× for 3.9× fewer FLOPs); replayed, the GPU runs back to back.
+helper, shared with the training step); a call copies the images in, replays the graph and copies the logits
+out. Eager, a pruned mamba_small at batch 1024 waits on Python (issue #18: 1.06× for 3.9× fewer FLOPs);
+replayed, the GPU runs back to back.
 
 Other batch sizes (chosen: pad and split, not one graph per size): a smaller batch fills the first rows of the
 static buffer (the rows left from an earlier call are computed and dropped: every image's logits depend only on
