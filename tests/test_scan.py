@@ -132,6 +132,23 @@ y_ck, ck = scan_triton._launch_fwd(*args)
 y_no_ck, no_ck = scan_triton._launch_fwd(*args, save_ck=False)
 out["scan_without_checkpoints"] = ("ok" if torch.equal(y_ck, y_no_ck) and no_ck.numel() == 0 and ck.numel() > 0
                                    else "save_ck=False changes the output")
+# compiled inference goes through the checkpoint-free custom op: registration, and the same output as eager
+try:
+    torch.library.opcheck(scan_triton._infer_op, args)
+    out["opcheck_infer"] = "ok"
+except Exception as e:
+    out["opcheck_infer"] = repr(e)[:2000]
+import torch._dynamo
+torch._dynamo.reset()
+graphs = []
+def recording_backend(gm, example_inputs):
+    graphs.append(str(gm.graph))
+    return gm.forward
+with torch.no_grad():
+    y_compiled = torch.compile(model, backend=recording_backend, fullgraph=True)(x)
+uses_infer = "selective_scan_infer" in graphs[-1] and "selective_scan_fwd" not in graphs[-1]
+out["compile_no_grad"] = ("ok" if torch.allclose(y_compiled, y_direct, atol=1e-5) and uses_infer
+                          else f"compiled inference differs or keeps the checkpointing op ({{uses_infer}})")
 print("RESULT" + json.dumps(out))
 """
 

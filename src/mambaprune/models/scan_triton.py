@@ -33,10 +33,10 @@ forward saving the pre-gate y for dz) gave fwd+bwd 2.19 vs 2.32 ms side by side 
 layer: not kept either.
 
 The launches are wrapped in ``torch.library`` custom ops (forward and backward) so ``torch.compile`` sees one
-opaque op with a known output shape instead of breaking the graph at every layer. Eager inference (no autograd,
-not compiling) skips them: ``selective_scan_triton`` launches the forward kernel directly and without its state
-checkpoints, which only a backward reads (less host work per call; at mamba_small's b=1024 the checkpoints are
-(1024, 8, 384, 16) fp32 = 201 MB written per layer).
+opaque op with a known output shape instead of breaking the graph at every layer. Inference (no autograd) never
+writes the state checkpoints, which only a backward reads (at mamba_small's b=1024 they are (1024, 8, 384, 16)
+fp32 = 201 MB per layer): compiled, through a second custom op without them (``selective_scan_infer``); eager,
+by launching the forward kernel directly (no custom-op dispatch either: less host work per call).
 """
 
 from __future__ import annotations
@@ -353,17 +353,33 @@ def _backward(ctx, gout, _gck):
 torch.library.register_autograd("mambaprune::selective_scan_fwd", _backward, setup_context=_setup_context)
 
 
+@torch.library.custom_op("mambaprune::selective_scan_infer", mutates_args=())
+def _infer_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+              D: torch.Tensor, z: torch.Tensor | None, delta_bias: torch.Tensor | None) -> torch.Tensor:
+    return _launch_fwd(u, delta, A, B, C, D, z, delta_bias, save_ck=False)[0]
+
+
+@_infer_op.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias):
+    return u.new_empty(u.shape)
+
+
+def needs_autograd(*tensors) -> bool:
+    """Whether autograd records this call: grad mode on and some input requires grad."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def eager_inference(*tensors) -> bool:
     """True when a kernel may be launched directly, outside its custom op: not under ``torch.compile`` (which
-    needs the op) and no autograd to record (grad mode off, or no input that requires grad)."""
-    if torch.compiler.is_compiling():
-        return False
-    return not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors))
+    needs the op) and no autograd to record."""
+    return not torch.compiler.is_compiling() and not needs_autograd(*tensors)
 
 
 def selective_scan_triton(u, delta, A, B, C, D, z=None, delta_bias=None):
-    """Selective scan with fused Triton kernels; arguments and result as ``scan.selective_scan_ref``. Eager
-    inference launches the forward kernel directly, without checkpoints: the same kernel, the same output."""
-    if eager_inference(u, delta, A, B, C, D, z, delta_bias):
-        return _launch_fwd(u, delta, A, B, C, D, z, delta_bias, save_ck=False)[0]
-    return _fwd_op(u, delta, A, B, C, D, z, delta_bias)[0]
+    """Selective scan with fused Triton kernels; arguments and result as ``scan.selective_scan_ref``. Without
+    autograd the forward kernel runs without checkpoints (directly in eager, as ``selective_scan_infer`` under
+    ``torch.compile``): the same kernel, the same output."""
+    args = (u, delta, A, B, C, D, z, delta_bias)
+    if not needs_autograd(*args):
+        return _infer_op(*args) if torch.compiler.is_compiling() else _launch_fwd(*args, save_ck=False)[0]
+    return _fwd_op(*args)[0]
