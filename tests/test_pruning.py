@@ -104,10 +104,11 @@ def test_pruned_equals_masked(ssm_ratio, mlp_ratio, bidirectional, scope):
 def test_keeping_every_unit_is_the_identity():
     dense = small_model(ssm=[24, 16], mlp=[32, 20], bidirectional=True, dtype=torch.float32)
     x = images(dtype=torch.float32)
-    full = {"ssm": [list(range(w)) for w in dense.ssm_widths], "mlp": [list(range(w)) for w in dense.mlp_widths]}
+    full = {"ssm": [list(range(w)) for w in dense.ssm_widths], "mlp": [list(range(w)) for w in dense.mlp_widths],
+            "state": [list(range(n)) for n in dense.d_states], "embed": list(range(dense.config["embed_dim"]))}
     assert torch.equal(run(apply_plan(dense, full), x), run(dense, x))
     same, plan = prune_model(dense, 0.0, 0.0)
-    assert plan == {"ssm": None, "mlp": None}
+    assert plan == {"ssm": None, "mlp": None, "state": None, "embed": None}
     assert torch.equal(run(same, x), run(dense, x))
 
 

@@ -1,23 +1,84 @@
-"""Side-by-side inference timing: both models measured, and a CUDA-graph replay computes what eager does."""
+"""Side-by-side inference timing, and the one-call inference path: it computes what the eager model computes."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+import mambaprune
 from mambaprune import create_model
-from mambaprune.speed import _cuda_graph, compare_throughput
+from mambaprune.inference import StaticBatchRunner
+from mambaprune.speed import compare_modes, compare_throughput
+from mambaprune.step import capture_cuda_graph
+
+CPU = torch.device("cpu")
 
 
-def tiny(seed):
+def tiny(seed, **kw):
     torch.manual_seed(seed)
-    return create_model("mamba_tiny", embed_dim=16, depth=1, img_size=8)
+    return create_model("mamba_tiny", **{"embed_dim": 16, "depth": 1, "img_size": 8, **kw})
 
 
 def test_compare_throughput_measures_every_model():
-    rates = compare_throughput({"a": tiny(0), "b": tiny(1)}, batch=2, iters=2, device=torch.device("cpu"),
+    rates = compare_throughput({"a": tiny(0), "b": tiny(1)}, batch=2, iters=2, device=CPU,
                                rounds=2, cuda_graph=True)  # cuda_graph is a no-op on CPU
     assert set(rates) == {"a", "b"} and all(r > 0 for r in rates.values())
+
+
+def test_compare_modes_on_cpu_times_every_model_and_mode():
+    out = compare_modes({"dense": tiny(0), "pruned": tiny(1, ssm_widths=[16])}, batch=2, iters=2, device=CPU,
+                        rounds=3)
+    assert list(out) == ["eager"] and set(out["eager"]) == {"dense", "pruned"}  # CPU default: eager alone
+    for r in out["eager"].values():
+        assert len(r["rates"]) == 3 and r["img_per_s"] == sorted(r["rates"])[1] > 0
+        assert r["spread"] == pytest.approx((max(r["rates"]) - min(r["rates"])) / r["img_per_s"])
+    both = compare_modes({"a": tiny(0)}, batch=2, iters=1, device=CPU, modes=("eager", "one_call"), rounds=1)
+    assert set(both) == {"eager", "one_call"} and both["one_call"]["a"]["img_per_s"] > 0
+    with pytest.raises(ValueError, match="'eager', 'compiled', 'one_call'"):
+        compare_modes({"a": tiny(0)}, batch=2, iters=1, device=CPU, modes=("graph",))
+
+
+def test_one_call_path_on_cpu_is_the_eager_model_and_says_why(capsys):
+    model = tiny(0).train()
+    predict = mambaprune.optimize_for_inference(model, batch_size=4)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "running the model eagerly" in lines[0] and "CUDA" in lines[0]
+    assert predict.mode == "eager" and predict.reason and not model.training
+    x = torch.rand(6, 3, 8, 8)
+    with torch.no_grad():
+        expected = model(x)
+    assert torch.equal(predict(x), expected)
+    with pytest.raises(ValueError, match="batch_size"):
+        mambaprune.optimize_for_inference(model, batch_size=0)
+    with pytest.raises(ValueError, match="dtype"):
+        mambaprune.optimize_for_inference(model, batch_size=2, dtype=torch.int8)
+
+
+def test_static_batch_runner_pads_splits_and_hands_out_fresh_tensors():
+    """The one-call path's batching, with a plain forward into a static output standing in for the graph replay
+    (what a replay does): every batch size gives the model's own logits, and a result survives the next call."""
+    model = tiny(0).double().eval()
+    model.set_scan_impl("ref")
+    static_x = torch.zeros(4, 3, 8, 8, dtype=torch.float64)
+    static_out = torch.empty(4, 10, dtype=torch.float64)
+
+    def run_static():
+        with torch.no_grad():
+            static_out.copy_(model(static_x))
+        return static_out
+
+    predict = StaticBatchRunner(run_static, static_x)
+    x = torch.rand(11, 3, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        expected = torch.cat([model(x[i:i + 1]) for i in range(11)])
+    first = predict(x[:3])  # padded: row 3 of the static input is stale and dropped
+    kept = first.clone()
+    for n in (1, 4, 11):  # smaller, equal, and split into 4 + 4 + 3
+        y = predict(x[:n])
+        assert y.shape == (n, 10) and (y - expected[:n]).abs().max().item() <= 1e-12
+    assert torch.equal(first, kept) and (first - expected[:3]).abs().max().item() <= 1e-12
+    with pytest.raises(ValueError, match=r"shaped \(n, 3, 8, 8\)"):
+        predict(torch.rand(2, 3, 16, 16, dtype=torch.float64))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -25,6 +86,28 @@ def test_cuda_graph_replay_matches_eager():
     model = tiny(0).cuda().eval()
     x = torch.rand(3, 3, 8, 8, device="cuda")
     with torch.no_grad(), torch.autocast("cuda", torch.bfloat16, cache_enabled=False):
-        replay = _cuda_graph(lambda: model(x))
+        replay = capture_cuda_graph(lambda: model(x), torch.device("cuda"))
         x.copy_(torch.rand_like(x))  # the graph reads x's memory: new values, same tensor
         torch.testing.assert_close(replay(), model(x))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("compile", [False, True])
+def test_one_call_path_on_cuda_equals_eager(compile):
+    """Captured at batch 8: batch 8 gives eager's logits (same kernels); batches 3 and 19 (padded, split) agree
+    with eager at those sizes to bf16 rounding (cuBLAS may pick other kernels for other batch sizes)."""
+    model, _ = mambaprune.prune_model(tiny(0, depth=2, d_state=8), 0.5, 0.5, state_ratio=0.5, embed_ratio=0.25,
+                                      min_keep=4, round_to=4)
+    model = model.cuda().eval()
+    predict = mambaprune.optimize_for_inference(model, batch_size=8, compile=compile)
+    assert predict.mode == "cuda_graph"
+
+    def eager(x):
+        with torch.no_grad(), torch.autocast("cuda", torch.bfloat16):
+            return model(x)
+
+    x = torch.rand(19, 3, 8, 8, device="cuda")
+    if not compile:
+        assert torch.equal(predict(x[:8]), eager(x[:8]))
+    for n in (8, 3, 19):
+        torch.testing.assert_close(predict(x[:n]).float(), eager(x[:n]).float(), rtol=2e-2, atol=2e-2)

@@ -3,6 +3,9 @@
 On CUDA a forward can also be timed as a replayed CUDA graph (``cuda_graph=True``): that removes the Python and
 kernel-launch time, which at batch 1 (and for small pruned models at any batch) is larger than the GPU work, so
 the figure is what the GPU does, as a server that captures its model would see it.
+
+``compare_modes`` times the three ways a user runs a model — eager (``model(x)`` under autocast),
+``torch.compile(model)``, and the one-call path ``optimize_for_inference`` — for several models, interleaved.
 """
 
 from __future__ import annotations
@@ -10,21 +13,21 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
+
+from .inference import optimize_for_inference
+from .step import capture_cuda_graph
+
+__all__ = ["MODES", "images_per_second", "compare_throughput", "compare_modes"]
+
+MODES = ("eager", "compiled", "one_call")
 
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _cuda_graph(forward):
-    """``forward`` captured once as a CUDA graph (the training step's capture helper, ``step.capture_cuda_graph``,
-    warmed up on a side stream first); returns a function replaying it."""
-    from .step import capture_cuda_graph
-
-    return capture_cuda_graph(forward, torch.device("cuda", torch.cuda.current_device()), warmup=2)
 
 
 @torch.no_grad()
@@ -39,7 +42,7 @@ def images_per_second(model, batch: int, iters: int, device: torch.device, repea
                 else contextlib.nullcontext())
     rates = []
     with autocast:
-        forward = _cuda_graph(lambda: model(x)) if graph else lambda: model(x)
+        forward = capture_cuda_graph(lambda: model(x), device) if graph else lambda: model(x)
         forward()  # warm-up (kernel selection, Triton compilation)
         for _ in range(repeats):
             _sync(device)
@@ -59,3 +62,61 @@ def compare_throughput(models: dict, batch: int, iters: int, device: torch.devic
         for name, model in models.items():
             rates[name].append(images_per_second(model, batch, iters, device, cuda_graph=cuda_graph))
     return {name: statistics.median(r) for name, r in rates.items()}
+
+
+def _runner(model, mode: str, batch: int, device: torch.device, dtype: torch.dtype, compile_one_call: bool
+            ) -> Callable:
+    """``x -> logits`` the way ``mode`` runs ``model`` (eager and compiled under the same autocast as the one-call
+    path; fp32 on CPU)."""
+    if mode == "one_call":
+        return optimize_for_inference(model, batch, dtype=dtype, compile=compile_one_call, quiet=True)
+    model.eval()
+    forward = torch.compile(model) if mode == "compiled" else model
+    use_autocast = device.type == "cuda" and dtype != torch.float32
+
+    @torch.no_grad()
+    def run(x):
+        with torch.autocast("cuda", dtype=dtype) if use_autocast else contextlib.nullcontext():
+            return forward(x)
+
+    return run
+
+
+def compare_modes(models: dict, batch: int, iters: int, device: torch.device, modes: tuple[str, ...] | None = None,
+                  rounds: int = 3, dtype: torch.dtype = torch.bfloat16, compile_one_call: bool = False) -> dict:
+    """images/s of every named model in every mode → ``{mode: {name: {"img_per_s", "spread", "rates"}}}``.
+
+    ``modes`` default: all of ``MODES`` on CUDA, eager alone on CPU. Every (mode, model) runner is built and
+    warmed up first (compilation, capture); then each of ``rounds`` rounds times every runner once for ``iters``
+    batches, in turn, so drift hits all alike. ``img_per_s`` is the median over rounds, ``spread`` =
+    (max − min) / median. A one-call runner that fell back to eager (CPU) is timed as what it is;
+    ``compile_one_call`` makes it capture the ``torch.compile``'d model.
+    """
+    modes = tuple(modes) if modes is not None else (MODES if device.type == "cuda" else ("eager",))
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        raise ValueError(f"modes={modes!r} is not allowed; use some of {', '.join(map(repr, MODES))}")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds={rounds!r} is not allowed; use an integer >= 1")
+    runners, inputs = {}, {}
+    for name, model in models.items():
+        cfg = model.config
+        inputs[name] = torch.rand(batch, cfg["in_chans"], cfg["img_size"], cfg["img_size"], device=device)
+        for mode in modes:
+            runners[mode, name] = _runner(model, mode, batch, device, dtype, compile_one_call)
+            runners[mode, name](inputs[name])  # warm-up
+    rates = {key: [] for key in runners}
+    for _ in range(rounds):
+        for (mode, name), run in runners.items():
+            x = inputs[name]
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(iters):
+                run(x)
+            _sync(device)
+            rates[mode, name].append(batch * iters / (time.perf_counter() - t0))
+    out: dict = {mode: {} for mode in modes}
+    for (mode, name), r in rates.items():
+        med = statistics.median(r)
+        out[mode][name] = {"img_per_s": med, "spread": (max(r) - min(r)) / med, "rates": r}
+    return out

@@ -31,6 +31,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .scan_triton import eager_inference
+
 __all__ = ["add_layer_norm_triton"]
 
 BLOCK_M, WARPS = 4, 4  # rows per block and warps per program (the feature dim is one power-of-two block)
@@ -105,19 +107,26 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(-1, t.shape[-1]).contiguous()
 
 
+def _launch_fwd(resid, branch, weight, bias, eps, out_dtype):
+    """(normed rows, new residual rows, mean, rstd) from one launch of the forward kernel."""
+    dim = resid.shape[-1]
+    r = _rows(resid)
+    x = _rows(branch) if branch is not None else r
+    rout = torch.empty_like(r, dtype=torch.result_type(resid, branch)) if branch is not None else r
+    y = torch.empty_like(r, dtype=out_dtype)
+    mean = torch.empty(r.shape[0], device=r.device, dtype=torch.float32)
+    rstd = torch.empty_like(mean)
+    _add_norm_fwd_kernel[(triton.cdiv(r.shape[0], BLOCK_M),)](
+        r, x, weight, bias, rout, y, mean, rstd, r.shape[0], dim, eps,
+        HAS_BRANCH=branch is not None, BM=BLOCK_M, BN=triton.next_power_of_2(dim), num_warps=WARPS)
+    return y, rout, mean, rstd
+
+
 class _AddLayerNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, resid, branch, weight, bias, eps, out_dtype):
-        shape, dim = resid.shape, resid.shape[-1]
-        r = _rows(resid)
-        x = _rows(branch) if branch is not None else r
-        rout = torch.empty_like(r, dtype=torch.result_type(resid, branch)) if branch is not None else r
-        y = torch.empty_like(r, dtype=out_dtype)
-        mean = torch.empty(r.shape[0], device=r.device, dtype=torch.float32)
-        rstd = torch.empty_like(mean)
-        _add_norm_fwd_kernel[(triton.cdiv(r.shape[0], BLOCK_M),)](
-            r, x, weight, bias, rout, y, mean, rstd, r.shape[0], dim, eps,
-            HAS_BRANCH=branch is not None, BM=BLOCK_M, BN=triton.next_power_of_2(dim), num_warps=WARPS)
+        shape = resid.shape
+        y, rout, mean, rstd = _launch_fwd(resid, branch, weight, bias, eps, out_dtype)
         ctx.save_for_backward(rout, weight, mean, rstd)
         ctx.shape, ctx.has_branch = shape, branch is not None
         ctx.dtypes = (resid.dtype, branch.dtype if branch is not None else None, bias.dtype)
@@ -155,7 +164,11 @@ class _AddLayerNorm(torch.autograd.Function):
 def add_layer_norm_triton(resid: torch.Tensor, branch: torch.Tensor | None, weight: torch.Tensor,
                           bias: torch.Tensor, eps: float, out_dtype: torch.dtype):
     """LayerNorm(resid + branch) in ``out_dtype`` and the new residual ``resid + branch`` (in their promoted dtype),
-    as ``(normed, new_resid)``; with ``branch=None``, LayerNorm(resid) and ``resid`` itself."""
+    as ``(normed, new_resid)``; with ``branch=None``, LayerNorm(resid) and ``resid`` itself. Eager inference
+    launches the kernel directly (no autograd.Function: less host work, the same kernel)."""
+    if eager_inference(resid, branch, weight, bias):
+        y, rout, _, _ = _launch_fwd(resid, branch, weight, bias, eps, out_dtype)
+        return y.view(resid.shape), (rout.view(resid.shape) if branch is not None else resid)
     if branch is None:
         return _AddLayerNorm.apply(resid, None, weight, bias, eps, out_dtype), resid
     return _AddLayerNorm.apply(resid, branch, weight, bias, eps, out_dtype)

@@ -17,7 +17,7 @@ from ..counting import count_flops, count_params, layer_table
 from .importance import IMPORTANCES, accumulate_grads, score_units
 from .plan import Plan, apply_plan, plan_widths
 from .select import SCOPES, select_units
-from .units import KINDS
+from .units import KINDS, widths
 
 __all__ = ["TARGETS", "prune_model", "prune_model_with_info", "prune_report", "ratios_for_target"]
 
@@ -51,17 +51,19 @@ def ratios_for_target(target: str, ratio: float, mlp_ratio: float | None = None)
 
 
 def _base_widths(base_widths, model: nn.Module) -> dict[str, list[int]]:
-    """Accepts None, {'ssm': [...], 'mlp': [...]} or an original model config (ssm_widths/mlp_widths)."""
-    current = {"ssm": list(model.config["ssm_widths"]), "mlp": list(model.config["mlp_widths"])}
+    """Accepts None, {'ssm': [...], 'mlp': [...], 'state': [...], 'embed': [width]} (a kind left out: the current
+    widths) or an original model config (ssm_widths/mlp_widths/d_states/embed_dim)."""
+    current = {kind: widths(model.config, kind) for kind in KINDS}
     if base_widths is None:
         return current
     if not isinstance(base_widths, Mapping):
-        raise ValueError(f"base_widths={base_widths!r} is not allowed; use None, a dict with 'ssm'/'mlp' width "
-                         f"lists, or the unpruned model's config")
+        raise ValueError(f"base_widths={base_widths!r} is not allowed; use None, a dict of per-layer width lists "
+                         f"by kind ({', '.join(map(repr, KINDS))}), or the unpruned model's config")
+    is_config = "depth" in base_widths
     out = {}
     for kind in KINDS:
-        b = base_widths.get(kind, base_widths.get(f"{kind}_widths"))
-        b = current[kind] if b is None else [int(w) for w in b]
+        b = widths(base_widths, kind) if is_config else base_widths.get(kind, base_widths.get(f"{kind}_widths"))
+        b = current[kind] if b is None else [int(w) for w in ([b] if isinstance(b, int) else b)]
         if len(b) != len(current[kind]) or any(x < y for x, y in zip(b, current[kind])):
             raise ValueError(f"base_widths[{kind!r}]={b} does not fit the model: it needs one original width per "
                              f"block, each >= the current width {current[kind]}")
@@ -72,9 +74,12 @@ def _base_widths(base_widths, model: nn.Module) -> dict[str, list[int]]:
 def prune_model_with_info(model: nn.Module, ssm_ratio: float = 0.0, mlp_ratio: float = 0.0, scope: str = "global",
                           importance: str = "l1", min_keep: int = 8, round_to: int = 8,
                           calib: Iterable | None = None, calib_batches: int = 4, seed: int = 0,
-                          base_widths=None) -> tuple[nn.Module, Plan, dict]:
-    """``prune_model`` that also returns the selection info per kind: {'ssm': info | None, 'mlp': ...}."""
-    ratios = {"ssm": _ratio("ssm_ratio", ssm_ratio), "mlp": _ratio("mlp_ratio", mlp_ratio)}
+                          base_widths=None, *, state_ratio: float = 0.0, embed_ratio: float = 0.0
+                          ) -> tuple[nn.Module, Plan, dict]:
+    """``prune_model`` that also returns the selection info per kind: {'ssm': info | None, 'mlp': ..., 'state': ...,
+    'embed': ...}."""
+    ratios = {"ssm": _ratio("ssm_ratio", ssm_ratio), "mlp": _ratio("mlp_ratio", mlp_ratio),
+              "state": _ratio("state_ratio", state_ratio), "embed": _ratio("embed_ratio", embed_ratio)}
     _choice("scope", scope, SCOPES)
     _choice("importance", importance, IMPORTANCES)
     _int("min_keep", min_keep, 1)
@@ -88,27 +93,36 @@ def prune_model_with_info(model: nn.Module, ssm_ratio: float = 0.0, mlp_ratio: f
     plan: Plan = {kind: None for kind in KINDS}
     info: dict = {kind: None for kind in KINDS}
     grads = None
-    if importance == "taylor" and any(ratios.values()):  # one calibration pass serves both kinds
+    if importance == "taylor" and any(ratios.values()):  # one calibration pass serves every kind
         grads = accumulate_grads(model, calib, calib_batches)
-    for kind in KINDS:
+    for kind in KINDS:  # every kind is scored on the input model: the plan's indices all refer to it
         if ratios[kind] == 0.0:
             continue
         scores = score_units(model, kind, importance, seed=seed, grads=grads)
-        plan[kind], info[kind] = select_units(scores, ratios[kind], scope, min_keep, round_to, base[kind])
+        keep, info[kind] = select_units(scores, ratios[kind], scope, min_keep, round_to, base[kind])
+        plan[kind] = keep[0] if kind == "embed" else keep  # the embedding is one layer: one kept list
     return apply_plan(model, plan), plan, info
 
 
 def prune_model(model: nn.Module, ssm_ratio: float = 0.0, mlp_ratio: float = 0.0, scope: str = "global",
                 importance: str = "l1", min_keep: int = 8, round_to: int = 8, calib: Iterable | None = None,
-                calib_batches: int = 4, seed: int = 0, base_widths=None) -> tuple[nn.Module, Plan]:
-    """Remove the least important SSM channels and MLP neurons → (new smaller model, plan).
+                calib_batches: int = 4, seed: int = 0, base_widths=None, *, state_ratio: float = 0.0,
+                embed_ratio: float = 0.0) -> tuple[nn.Module, Plan]:
+    """Remove the least important SSM channels, MLP neurons, SSM states and residual channels → (new smaller
+    model, plan).
 
     Ratios are fractions of ``base_widths`` (default: the model's current widths) removed in total; 0
-    leaves a kind untouched (its plan entry is None). ``model`` is not modified. See ``select.py`` for
+    leaves a kind untouched (its plan entry is None). ``state_ratio``: state dimensions of each block's SSM
+    (ranked per block or globally by ``scope``, like the other kinds); ``embed_ratio``: channels of the residual
+    stream, one group for the whole model (``scope`` makes no difference there; the pruned LayerNorms normalise
+    over the kept channels, see ``units.py``). ``min_keep``/``round_to`` apply to every kind (with mamba_small's
+    16 states, round_to 8 keeps 8 or 16 per block; the Triton scan pads a state size up to the next power of two,
+    so only powers of two save scan time on a GPU). ``model`` is not modified. See ``select.py`` for
     scope/min_keep/round_to and ``importance.py`` for the criteria (taylor needs ``calib`` batches).
     """
     pruned, plan, _ = prune_model_with_info(model, ssm_ratio, mlp_ratio, scope, importance, min_keep, round_to,
-                                            calib, calib_batches, seed, base_widths)
+                                            calib, calib_batches, seed, base_widths, state_ratio=state_ratio,
+                                            embed_ratio=embed_ratio)
     return pruned, plan
 
 
@@ -116,14 +130,13 @@ def prune_report(model_before: nn.Module, model_after: nn.Module, plan: Plan, in
     """Flat summary for logs/metrics: params and FLOPs before/after, widths, effective ratios, warnings."""
     p0, p1 = count_params(model_before), count_params(model_after)
     f0, f1 = count_flops(model_before), count_flops(model_after)
-    widths = plan_widths(plan, model_before.config)
+    after = plan_widths(plan, model_before.config)
     out = {"params_before": p0, "params_after": p1, "params_ratio": p1 / p0,
            "flops_before": f0, "flops_after": f1, "flops_ratio": f1 / f0,
-           "ssm_widths": widths["ssm"], "mlp_widths": widths["mlp"],
-           "layers": layer_table(model_after, model_before.config), "warnings": []}
+           "ssm_widths": after["ssm"], "mlp_widths": after["mlp"], "d_states": after["state"],
+           "embed_dim": after["embed"][0], "layers": layer_table(model_after, model_before.config), "warnings": []}
     for kind in KINDS:
-        before = sum(model_before.config[f"{kind}_widths"])
-        out[f"{kind}_kept_fraction"] = sum(widths[kind]) / before
+        out[f"{kind}_kept_fraction"] = sum(after[kind]) / sum(widths(model_before.config, kind))
         kind_info = (info or {}).get(kind)
         if kind_info:
             out[f"{kind}_effective_ratio"] = kind_info["effective_ratio"]
