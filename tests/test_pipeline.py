@@ -266,4 +266,5 @@ def test_dvc_exp_show_holds_the_headline_metrics_only(repo):
     for files in rows:
         assert set(files) == {"metrics/summary.json"}, sorted(files)
         columns = files["metrics/summary.json"]
-        assert len(columns) <= 15 and set(HEADLINE_KEYS) <= set(columns)
+        # a withheld speedup is null in the file, and dvc leaves null values out
+        assert len(columns) <= 15 and set(HEADLINE_KEYS) - {"speedup"} <= set(columns), sorted(columns)
