@@ -75,13 +75,19 @@ def test_timings_round_trip_per_key_and_survive_a_cut_line(tmp_path):
     assert key == f"cpu x{torch.get_num_threads()}|batch 64|graph False|params {params}"
 
 
-def test_queue_workers_share_the_cores(monkeypatch):
+def test_queue_workers_share_the_cores(monkeypatch, tmp_path):
     from mambaprune import train
 
     threads = torch.get_num_threads()
     cores = len(os.sched_getaffinity(0))
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     try:
+        monkeypatch.setattr(train, "_queue_workers", lambda: 2)
+        assert train.share_cpu_cores() == threads  # a `dvc repro` beside a queue keeps its threads (and results)
+        queued = tmp_path / ".dvc" / "tmp" / "exps" / "tmpabc"
+        queued.mkdir(parents=True)
+        monkeypatch.chdir(queued)  # where the queue runs an experiment
         monkeypatch.setattr(train, "_queue_workers", lambda: 2)
         assert train.share_cpu_cores() == max(1, cores // 2)
         monkeypatch.setattr(train, "_queue_workers", lambda: 4 * cores)

@@ -67,10 +67,13 @@ def share_cpu_cores() -> int:
     """Give this process the cores ÷ the number of DVC queue workers running on the machine; return its threads.
 
     ``dvc queue start -j N`` runs N experiments at once, and each stage's torch would start one thread per core:
-    on 2 cores, 2 workers ran ~2x slower than one after the other and corrupted each other's timings. With one
-    worker or none (``dvc repro``, ``dvc exp run``) nothing changes; an explicit ``OMP_NUM_THREADS`` wins.
+    on 2 cores, 2 workers ran ~2x slower than one after the other and corrupted each other's timings. Only a
+    stage run by the queue (in DVC's temp copy, ``<DVC_ROOT>/.dvc/tmp/exps/``) is changed, so ``dvc repro`` and
+    ``dvc exp run`` keep their results whatever else runs; one worker changes nothing; ``OMP_NUM_THREADS`` wins.
     """
-    workers = _queue_workers()
+    root = os.environ.get("DVC_ROOT")
+    queued = bool(root) and Path.cwd().resolve().is_relative_to(Path(root).resolve() / ".dvc" / "tmp" / "exps")
+    workers = _queue_workers() if queued else 0
     if workers > 1 and not os.environ.get("OMP_NUM_THREADS"):
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         torch.set_num_threads(max(1, cores // workers))
