@@ -1,12 +1,14 @@
-"""Stage `summary` (always runs): gather every stage's metrics into the cross-stage plots and log the final
-state on the experiment's MLflow parent run (stages restored from DVC's run-cache log nothing)."""
+"""Stage `summary` (always runs): the headline metrics (metrics/summary.json, the pipeline's only DVC metrics
+file), every stage's metrics gathered into the cross-stage plots, and the final state logged on the experiment's
+MLflow parent run (stages restored from DVC's run-cache log nothing)."""
 
 import json
 from pathlib import Path
 
 from mambaprune import paths
 from mambaprune.config import load_params
-from mambaprune.plots import plot_rounds, plot_widths, png_line_plot, read_csv, write_csv
+from mambaprune.headline import headline
+from mambaprune.plots import plot_epochs, plot_rounds, plot_widths, read_csv, round_floats, write_csv, write_json
 from mambaprune.runtime import project_root, stage_main
 from mambaprune.tracking import summarize
 
@@ -39,19 +41,22 @@ def main() -> None:
             for row in read_csv(csv):
                 step += 1
                 epochs.append({"step": step, "stage": stage, "phase": csv.stem.removesuffix("_epochs"),
-                               "epoch": row["epoch"], "train_acc": row.get("train_acc"),
-                               "val_acc": row.get("val_acc")})
+                               "epoch": row["epoch"], **{k: row.get(k) for k in EPOCH_COLUMNS}})
     write_csv(OUT / "epochs.csv", epochs)
 
-    pngs = [png_line_plot(OUT / "epochs.csv", "step", ["train_acc", "val_acc"], OUT / "epochs.png",
-                          "Accuracy per epoch, stage after stage", ylabel="accuracy"),
+    head = headline(final, params.prune)
+    write_json(paths.metrics_file("summary"), head)
+    pngs = [plot_epochs(OUT / "epochs.csv", OUT / "epochs.png"),
             plot_rounds(OUT / "rounds.csv", OUT / "rounds.png"),
             plot_widths(OUT / "widths.csv", OUT / "widths.png")]
-    final_metrics = {k: v for k, v in final.items() if isinstance(v, int | float)}
     artifacts = [*pngs, OUT / "rounds.csv", OUT / "widths.csv", OUT / "epochs.csv", "params.yaml", "dvc.lock"]
-    summarize(project_root(), params.to_dict(), final_metrics, [a for a in artifacts if Path(a).exists()])
-    print(f"summary: test acc {final['test_acc']:.4f} (dense {final['dense_test_acc']:.4f}), "
-          f"params {final['params']:,} ({final['param_reduction']:.1%} fewer), speedup {final['speedup']:.2f}x")
+    summarize(project_root(), params.to_dict(), round_floats(head), [a for a in artifacts if Path(a).exists()])
+    speedup = "withheld" if head["speedup"] is None else f"{head['speedup']:.2f}x"
+    print(f"summary: test acc {head['test_acc']:.4f} (dense {head['dense_test_acc']:.4f}), "
+          f"params {head['params']:,} ({head['param_reduction']:.1%} fewer), speedup {speedup}")
+
+
+EPOCH_COLUMNS = ("train_acc", "val_acc", "train_loss", "val_loss")  # what plots/summary/epochs.csv keeps
 
 
 PHASES = ("train", "rsst", "retrain", "recover")  # the order a stage runs them in (pruning/rounds.py)

@@ -206,6 +206,21 @@ MUTATIONS = [
       "(rout.view(resid.shape) if branch is not None else resid)", "resid", "test_scan.py", "triton_interpreter"),
     M("inference-hands-out-the-static-output", "inference.py", "[:chunk.shape[0]].clone())", "[:chunk.shape[0]])",
       "test_speed.py", "static_batch_runner"),
+    # ---- comparing runs: headline, MLflow parents, timing, data source check
+    M("headline-flop-reduction-from-params", "headline.py", 'evaluate["flops"] / evaluate["dense_flops"]',
+      'evaluate["params"] / evaluate["dense_params"]', "test_headline.py"),
+    M("tracking-exp-runs-reuse-a-parent-by-state", "tracking.py", 'if state and key.startswith("repro:"):',
+      "if state:", "test_tracking.py", "changed_nothing"),
+    M("tracking-changes-reversed", "tracking.py", 'f"{key} {_yaml_value(old[key])}→{_yaml_value(new[key])}"',
+      'f"{key} {_yaml_value(new[key])}→{_yaml_value(old[key])}"', "test_tracking.py", "describe_changes"),
+    M("speedup-ratio-of-medians", "speed.py", "mid = statistics.median(ratios)",
+      "mid = statistics.median(rates[model]) / statistics.median(rates[baseline])", "test_speed.py", "spread"),
+    M("timing-too-fast-not-flagged", "timing_history.py", "if ref / tolerance <= rate <= ref * tolerance:",
+      "if ref / tolerance <= rate:", "test_speed.py", "history"),
+    M("threads-not-shared", "train.py", "torch.set_num_threads(max(1, cores // workers))",
+      "torch.set_num_threads(cores)", "test_speed.py", "share_the_cores"),
+    M("check-source-skips-cifar", "data.py", "if not (root / cls.base_folder).is_dir():",
+      "if False:", "test_data.py", "check_source"),
 ]
 
 

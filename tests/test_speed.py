@@ -1,6 +1,12 @@
-"""Side-by-side inference timing, and the one-call inference path: it computes what the eager model computes."""
+"""Side-by-side inference timing, the one-call inference path (it computes what the eager model computes),
+the speedup's spread, the dense timing checked against its history, and queue workers sharing the CPU cores."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -8,8 +14,9 @@ import torch
 import mambaprune
 from mambaprune import create_model
 from mambaprune.inference import StaticBatchRunner
-from mambaprune.speed import compare_modes, compare_throughput
+from mambaprune.speed import compare_modes, compare_throughput, speedup_with_spread
 from mambaprune.step import capture_cuda_graph
+from mambaprune.timing_history import baseline_flag, read_timings, record_timing, timing_key
 
 CPU = torch.device("cpu")
 
@@ -111,3 +118,84 @@ def test_one_call_path_on_cuda_equals_eager(compile):
         assert torch.equal(predict(x[:8]), eager(x[:8]))
     for n in (8, 3, 19):
         torch.testing.assert_close(predict(x[:n]).float(), eager(x[:n]).float(), rtol=2e-2, atol=2e-2)
+
+
+def test_speedup_is_the_median_of_per_round_ratios_with_their_spread():
+    rates = {"dense": [100.0, 50.0, 100.0], "pruned": [150.0, 100.0, 160.0]}  # round 2: both slowed down
+    speedup, spread = speedup_with_spread(rates, "pruned", "dense")
+    assert speedup == 1.6  # ratios 1.5, 2.0, 1.6; a ratio of medians would say 150 / 100 = 1.5
+    assert spread == pytest.approx((2.0 - 1.5) / 1.6)
+
+
+def test_compare_throughput_per_round_gives_every_round():
+    rates = compare_throughput({"a": tiny(0), "b": tiny(1)}, batch=2, iters=1, device=torch.device("cpu"),
+                               rounds=3, per_round=True)
+    assert {k: len(v) for k, v in rates.items()} == {"a": 3, "b": 3}
+
+
+def test_a_dense_timing_far_off_its_history_is_flagged():
+    history = [2900.0, 2950.0, 2911.0]
+    assert baseline_flag(2800.0, history) is None
+    assert baseline_flag(1500.0, history) is None  # 0.52x: within the 2x tolerance
+    flag = baseline_flag(385.0, history)  # the issue's two-workers case
+    assert flag and "385 img/s" in flag and "0.13x" in flag and "2,911 img/s" in flag
+    assert baseline_flag(6000.0, history)  # too fast is as suspicious (the history was the disturbed one)
+    assert baseline_flag(385.0, []) is None  # nothing to compare with
+    assert baseline_flag(385.0, [10.0] * 5 + history) is not None  # only the last 5 count: median 2900
+
+
+def test_timings_round_trip_per_key_and_survive_a_cut_line(tmp_path):
+    path = tmp_path / ".cache" / "timings.jsonl"
+    assert read_timings(path, "k") == []
+    record_timing(path, "k", 100.0)
+    record_timing(path, "other", 5.0)
+    with open(path, "a") as f:
+        f.write('{"key": "k", "img_per')  # a crash mid-line
+    record_timing(path, "k", 120.0)
+    assert read_timings(path, "k") == [100.0, 120.0]
+    params = sum(p.numel() for p in tiny(0).parameters())
+    key = timing_key(tiny(0), 64, torch.device("cpu"), cuda_graph=True)
+    assert key == f"cpu x{torch.get_num_threads()}|batch 64|graph False|params {params}"
+
+
+def test_queue_workers_share_the_cores(monkeypatch, tmp_path):
+    from mambaprune import train
+
+    threads = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    try:
+        monkeypatch.setattr(train, "_queue_workers", lambda: 2)
+        assert train.share_cpu_cores() == threads  # a `dvc repro` beside a queue keeps its threads (and results)
+        queued = tmp_path / ".dvc" / "tmp" / "exps" / "tmpabc"
+        queued.mkdir(parents=True)
+        monkeypatch.chdir(queued)  # where the queue runs an experiment
+        monkeypatch.setattr(train, "_queue_workers", lambda: 2)
+        assert train.share_cpu_cores() == max(1, cores // 2)
+        monkeypatch.setattr(train, "_queue_workers", lambda: 4 * cores)
+        assert train.share_cpu_cores() == 1
+        torch.set_num_threads(threads)
+        monkeypatch.setattr(train, "_queue_workers", lambda: 1)  # one worker or none: left as it is
+        assert train.share_cpu_cores() == threads
+        monkeypatch.setenv("OMP_NUM_THREADS", str(threads))
+        monkeypatch.setattr(train, "_queue_workers", lambda: 2)  # the user's explicit choice wins
+        assert train.share_cpu_cores() == threads
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_queue_workers_are_counted_from_their_command_line(tmp_path):
+    from mambaprune import train
+
+    before = train._queue_workers()
+    fake = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "exp", "queue-worker", "x@localhost"])
+    try:
+        for _ in range(50):  # the new process's cmdline appears once exec is done
+            if train._queue_workers() == before + 1:
+                break
+            time.sleep(0.05)
+        assert train._queue_workers() == before + 1
+    finally:
+        fake.kill()
+        fake.wait()

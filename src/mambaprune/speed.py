@@ -55,13 +55,14 @@ def images_per_second(model, batch: int, iters: int, device: torch.device, repea
 
 
 def compare_throughput(models: dict, batch: int, iters: int, device: torch.device, rounds: int = 3,
-                       cuda_graph: bool = False) -> dict:
-    """images/s per named model, measured in interleaved rounds (A, B, A, B, ...) to cancel drift."""
+                       cuda_graph: bool = False, per_round: bool = False) -> dict:
+    """images/s per named model, measured in interleaved rounds (A, B, A, B, ...) to cancel drift: the median
+    of the rounds, or with ``per_round`` the list of every round's figure (for ``speedup_with_spread``)."""
     rates = {name: [] for name in models}
     for _ in range(rounds):
         for name, model in models.items():
             rates[name].append(images_per_second(model, batch, iters, device, cuda_graph=cuda_graph))
-    return {name: statistics.median(r) for name, r in rates.items()}
+    return rates if per_round else {name: statistics.median(r) for name, r in rates.items()}
 
 
 def _runner(model, mode: str, batch: int, device: torch.device, dtype: torch.dtype, compile_one_call: bool
@@ -120,3 +121,13 @@ def compare_modes(models: dict, batch: int, iters: int, device: torch.device, mo
         med = statistics.median(r)
         out[mode][name] = {"img_per_s": med, "spread": (max(r) - min(r)) / med, "rates": r}
     return out
+
+
+
+def speedup_with_spread(rates: dict[str, list[float]], model: str, baseline: str) -> tuple[float, float]:
+    """(median, spread) of ``model``'s speedup over ``baseline`` from ``compare_throughput(per_round=True)``:
+    each round's ratio compares two timings taken back to back, so drift between rounds cancels; the spread,
+    (max - min) / median of those ratios, says how far to trust the median."""
+    ratios = [m / b for m, b in zip(rates[model], rates[baseline])]
+    mid = statistics.median(ratios)
+    return mid, (max(ratios) - min(ratios)) / mid
