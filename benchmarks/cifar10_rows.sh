@@ -35,7 +35,7 @@ archive() { [ -z "${ARCHIVE:-}" ] || tar czf "$ARCHIVE" -C "$(dirname "$RESULTS"
 row_params() {  # the -S settings of a pruned row (on top of the base above)
   case $1 in
     refill) echo prune.target=both prune.ratio=0.7 prune.method=refill prune.importance=l1 ;;
-    rsst) echo prune.target=both prune.ratio=0.7 prune.method=rsst prune.importance=l1 prune.rsst_strength=1.0 ;;
+    rsst) echo prune.target=both prune.ratio=0.7 prune.method=rsst prune.importance=l1 ;;  # decoupled, F 1e4
     magnitude-l1) echo prune.target=both prune.ratio=0.7 prune.method=magnitude prune.importance=l1 ;;
     random) echo prune.target=both prune.ratio=0.7 prune.method=magnitude prune.importance=random ;;
     mlp50) echo prune.target=mlp prune.ratio=0.5 prune.method=magnitude prune.importance=l1 ;;

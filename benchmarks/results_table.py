@@ -4,7 +4,8 @@ results/<dataset>/ (written by cifar10_rows.sh).
     python benchmarks/results_table.py [results/cifar10-jpg [results/cifar10-jpg-seed1 ...]]
 
 Each row's command is derived from its saved params.yaml: every key that differs from the repository's
-params.yaml becomes one `-S key=value`, so the command reproduces the row exactly.
+params.yaml becomes one `-S key=value`, so the command reproduces the row exactly. A key added after a row ran
+(absent from its params.yaml) counts with the behaviour the row had (``ADDED_SINCE_THE_RUNS``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from mambaprune.plots import png_scatter
 from mambaprune.records import write_csv
 
 ROW_ORDER = ("refill", "rsst", "magnitude-l1", "random", "mlp50")
+ADDED_SINCE_THE_RUNS = {"prune.rsst_update": "gradient"}  # the only update that existed when they ran
 
 
 def load(path: Path) -> dict:
@@ -37,7 +39,7 @@ def flat(tree: dict, prefix: str = "") -> dict:
 
 def dvc_settings(params_path: Path, defaults: dict) -> list[str]:
     """The `-S key=value` arguments that turn the repository's params.yaml into this row's."""
-    params = flat(yaml.safe_load(params_path.read_text()))
+    params = ADDED_SINCE_THE_RUNS | flat(yaml.safe_load(params_path.read_text()))
     return [f"-S {k}={'null' if v is None else str(v).lower() if isinstance(v, bool) else v}"
             for k, v in params.items() if defaults.get(k, object()) != v]
 

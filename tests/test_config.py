@@ -34,6 +34,10 @@ def test_defaults_when_sections_are_missing():
     ({"prune": {"min_keep": 0}}, "prune.min_keep must be in [1, 65536], got 0"),
     ({"prune": {"round_to": 2.5}}, "prune.round_to must be an integer in [1, 1024], got 2.5"),
     ({"prune": {"rsst_strength": float("nan")}}, "prune.rsst_strength must be finite"),
+    ({"prune": {"method": "rsst", "rsst_strength": 0.01}}, "prune.rsst_strength must be >= 1 with "
+     "prune.rsst_update: decoupled"),
+    ({"prune": {"method": "rsst", "rsst_penalty": "group_lasso"}}, "prune.rsst_penalty 'group_lasso' needs "
+     "prune.rsst_update: gradient"),
     ({"train": {"lr": 0}}, "train.lr must be in (0.0, 10.0], got 0"),
     ({"train": {"batch_size": True}}, "train.batch_size must be an integer"),
     ({"train": {"hflip": "yes"}}, "train.hflip must be true or false, got 'yes'"),
@@ -57,6 +61,13 @@ def test_bad_values_give_one_clear_message(raw, message):
     with pytest.raises(ConfigError) as err:
         parse_params(raw)
     assert message in str(err.value)
+
+
+def test_rsst_settings_of_the_other_update_or_method_load():
+    """group_lasso and a strength below 1 are fine for the gradient update, and ignored by other methods."""
+    for prune in ({"method": "rsst", "rsst_update": "gradient", "rsst_penalty": "group_lasso", "rsst_strength": 0.01},
+                  {"method": "refill", "rsst_penalty": "group_lasso", "rsst_strength": 0.01}):
+        assert parse_params({"prune": prune}).prune.rsst_strength == 0.01
 
 
 def test_missing_and_invalid_yaml_files(tmp_path):

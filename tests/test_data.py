@@ -24,6 +24,7 @@ from mambaprune.data import (
     BatchLoader,
     DataError,
     augment_batch,
+    check_source,
     load_meta,
     load_split,
     make_loaders,
@@ -205,6 +206,30 @@ def test_cifar_offline_names_the_folder(tmp_path, monkeypatch, name, archive, fo
         assert str(root.resolve()) in msg and archive in msg and folder in msg and "data.root" in msg
         assert ("download failed" in msg) == download
     assert_no_output(tmp_path / "out")
+
+
+def test_check_source_finds_what_prepare_would_read_without_decoding(tmp_path, monkeypatch, no_md5):
+    """The pipeline's first stage: a missing source fails there, before DVC deletes prepare's outputs."""
+    import mambaprune.data as data_module
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.setattr(data_module, "_decode_image", lambda *a: pytest.fail("check_source decoded an image"))
+    check_source(DataCfg(name="digits"))
+    for download in (False, True):
+        with pytest.raises(DataError, match="cifar-10-python.tar.gz"):
+            check_source(DataCfg(name="cifar10", root=str(tmp_path / "none"), download=download))
+    write_cifar10(tmp_path / "ds")
+    check_source(DataCfg(name="cifar10", root=str(tmp_path / "ds"), download=False))
+    write_tree(tmp_path / "tree", n_train=2, n_test=1)
+    check_source(DataCfg(name="imagefolder", root=str(tmp_path / "tree")))
+    _class_mismatch(tmp_path / "tree")
+    with pytest.raises(DataError, match=r"differ: only in train \['dog'\]"):
+        check_source(DataCfg(name="imagefolder", root=str(tmp_path / "tree")))
+    with pytest.raises(DataError, match="does not exist"):
+        check_source(DataCfg(name="imagefolder", root=str(tmp_path / "no-tree")))
 
 
 # ---------------------------------------------------------------------------------------------- imagefolder

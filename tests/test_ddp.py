@@ -59,7 +59,8 @@ def _loaders(data_dir, rank, world_size):
 def _rsst(model):
     """RSST on the first units of every block: its gradient is added after DDP's all-reduce."""
     depth = model.config["depth"]
-    return RSSTRegularizer(model, {"ssm": [list(range(8))] * depth, "mlp": [list(range(16))] * depth}, strength=1.0)
+    return RSSTRegularizer(model, {"ssm": [list(range(8))] * depth, "mlp": [list(range(16))] * depth}, strength=1.0,
+                           update="gradient")
 
 
 def _result(history, model):

@@ -13,7 +13,7 @@ import mambaprune
 from mambaprune.pruning.plan import apply_plan
 from mambaprune.pruning.refill import refill_select
 from mambaprune.pruning.rsst import RSSTRegularizer, group_norms
-from mambaprune.pruning.schedule import kept_fraction, round_targets, round_width, rsst_lambda
+from mambaprune.pruning.schedule import kept_fraction, round_targets, round_width, rsst_lambda, rsst_shrink_factors
 from mambaprune.pruning.units import complement, weight_matrices, widths
 
 # ---------------------------------------------------------------- schedules
@@ -147,11 +147,12 @@ def test_refill_ssm_runs_and_plans_apply():
         refill_select(m, "ssm", 0.5, 0.0, "l1", None, 1, 1)
 
 
-# ---------------------------------------------------------------- RSST penalty: exact value and gradient
+# ---------------------------------------------------------------- RSST penalty: exact value, gradient, proximal step
 
 
 def _hand_group_sq(m, kind, i, c):
-    """Squared norm of unit c's group, by hand from the module attributes (A_log and dt_bias left out)."""
+    """Squared norm of unit c's group, by hand from the module attributes (A_log and dt_bias left out; x_proj[c, c],
+    in both the input column and the Δ row of unit c, once)."""
     blk = m.blocks[i]
     if kind == "mlp":
         return (blk.mlp.fc1.weight[c].pow(2).sum() + blk.mlp.fc1.bias[c] ** 2
@@ -160,21 +161,48 @@ def _hand_group_sq(m, kind, i, c):
     sq = mix.in_proj.weight[c].pow(2).sum() + mix.in_proj.weight[w + c].pow(2).sum()
     sq = sq + mix.out_proj.weight[:, c].pow(2).sum()
     for s in mix.ssm:
-        sq = sq + s.conv1d.weight[c].pow(2).sum() + s.conv1d.bias[c] ** 2
-        sq = sq + s.x_proj.weight[:, c].pow(2).sum() + s.x_proj.weight[c].pow(2).sum() + s.D[c] ** 2
+        sq = sq + s.conv1d.weight[c].pow(2).sum() + s.conv1d.bias[c] ** 2 + s.D[c] ** 2
+        sq = sq + s.x_proj.weight[:, c].pow(2).sum() + s.x_proj.weight[c].pow(2).sum() - s.x_proj.weight[c, c] ** 2
     return sq
+
+
+def _hand_target_masks(m, remove):
+    """{parameter: bool mask} of every entry a target unit owns, by hand from the module attributes."""
+    masks = {p: torch.zeros_like(p, dtype=torch.bool) for p in m.parameters()}
+    for i, units in enumerate(remove.get("ssm", [])):
+        mix, w = m.blocks[i].mixer, m.blocks[i].mixer.d_inner
+        for c in units:
+            masks[mix.in_proj.weight][[c, w + c]] = True
+            masks[mix.out_proj.weight][:, c] = True
+            for s in mix.ssm:
+                masks[s.conv1d.weight][c] = masks[s.conv1d.bias][c] = masks[s.D][c] = True
+                masks[s.x_proj.weight][:, c] = masks[s.x_proj.weight][c] = True
+    for i, units in enumerate(remove.get("mlp", [])):
+        mlp = m.blocks[i].mlp
+        for j in units:
+            masks[mlp.fc1.weight][j] = masks[mlp.fc1.bias][j] = masks[mlp.fc2.weight][:, j] = True
+    return masks
+
+
+REMOVE = {"ssm": [[0, 5, 9], [3]], "mlp": [[], [1, 30]]}  # x_proj[5, 9] of block 0 is in two target groups
+
+
+def _bi_model():
+    torch.manual_seed(0)
+    return mambaprune.create_model("mamba_tiny", img_size=8, embed_dim=8, depth=2, d_state=2,
+                                   bidirectional=True).double()
 
 
 @pytest.mark.parametrize("penalty", ["group_l2", "group_lasso"])
 def test_rsst_regulariser_value_and_gradient(penalty):
-    torch.manual_seed(0)
-    m = mambaprune.create_model("mamba_tiny", img_size=8, embed_dim=8, depth=2, d_state=2,
-                                bidirectional=True).double()
-    remove = {"ssm": [[0, 5, 9], [3]], "mlp": [[], [1, 30]]}
-    hook = RSSTRegularizer(m, remove, strength=0.7, schedule="exp", exponent=4, penalty=penalty)
+    m = _bi_model()
+    hook = RSSTRegularizer(m, REMOVE, strength=0.7, schedule="exp", exponent=4, penalty=penalty, update="gradient")
     lam = 0.7 * (math.exp(0.6**4) - 1) / (math.e - 1)
-    sqs = [_hand_group_sq(m, k, i, c) for k, blocks in remove.items() for i, b in enumerate(blocks) for c in b]
-    expected = lam * sum(sq if penalty == "group_l2" else sq.sqrt() for sq in sqs)
+    if penalty == "group_l2":  # λ·||w_T||²: every entry a target owns, once
+        expected = lam * sum(p[mask].pow(2).sum() for p, mask in _hand_target_masks(m, REMOVE).items())
+    else:
+        sqs = [_hand_group_sq(m, k, i, c) for k, blocks in REMOVE.items() for i, b in enumerate(blocks) for c in b]
+        expected = lam * sum(sq.sqrt() for sq in sqs)
     got = hook.penalty_term(m, 0.6)
     assert got.dtype == torch.float64
     assert got.item() == pytest.approx(expected.item(), rel=1e-13)
@@ -182,13 +210,13 @@ def test_rsst_regulariser_value_and_gradient(penalty):
 
     got.backward()
     mix = m.blocks[0].mixer
-    if penalty == "group_l2":  # d/dw λ||w||² = 2λw on every member; x_proj[c, c] is in two members
+    if penalty == "group_l2":  # d/dw λ||w_T||² = 2λw on every entry of T, x_proj[c, c] and x_proj[5, 9] too
         g = mix.in_proj.weight.grad
         assert torch.allclose(g[5], 2 * lam * mix.in_proj.weight[5].detach())
         assert torch.allclose(g[16 + 9], 2 * lam * mix.in_proj.weight[16 + 9].detach())
         xp = mix.ssm[1].x_proj.weight  # [9, 1]: Δ row of target 9, input column of non-target 1
-        assert torch.allclose(xp.grad[9, 1], 2 * lam * xp[9, 1].detach())
-        assert torch.allclose(xp.grad[9, 9], 4 * lam * xp[9, 9].detach())
+        for entry in ((9, 1), (9, 9), (5, 9)):
+            assert torch.allclose(xp.grad[entry], 2 * lam * xp[entry].detach()), entry
     for s in mix.ssm:
         assert s.A_log.grad is None or not s.A_log.grad.any()
         assert s.D.grad[[0, 5, 9]].ne(0).all() and s.D.grad[[1, 2, 3]].eq(0).all()
@@ -197,59 +225,128 @@ def test_rsst_regulariser_value_and_gradient(penalty):
     assert m.blocks[1].mlp.fc1.weight.grad[[1, 30]].ne(0).all() and not m.blocks[1].mlp.fc1.weight.grad[0].any()
     assert m.patch_embed.weight.grad is None and m.head.weight.grad is None
 
-    norms = group_norms(m, None, "ssm", remove["ssm"])
+    norms = group_norms(m, None, "ssm", REMOVE["ssm"])
     assert torch.allclose(norms[0], torch.stack([_hand_group_sq(m, "ssm", 0, c) for c in (0, 5, 9)]).sqrt())
 
 
-@pytest.mark.parametrize("penalty", ["group_l2", "group_lasso"])
-def test_rsst_decoupled_step_is_a_proximal_step_of_the_same_penalty(penalty):
-    """For a small lr the decoupled step equals a plain gradient step on λ·penalty (to O(lr²)), member by member
-    (x_proj[c, c] included), and nothing outside the target groups moves (A_log, dt_bias, non-targets)."""
-    torch.manual_seed(0)
-    m = mambaprune.create_model("mamba_tiny", img_size=8, embed_dim=8, depth=2, d_state=2,
-                                bidirectional=True).double()
-    remove = {"ssm": [[0, 5, 9], [3]], "mlp": [[], [1, 30]]}
-    lr, progress = 1e-4, 0.6
-    grad_hook = RSSTRegularizer(m, remove, strength=0.7, penalty=penalty)
-    grads = torch.autograd.grad(grad_hook.penalty_term(m, progress), list(m.parameters()), allow_unused=True)
-    expected = {n: p.detach() - lr * g if g is not None else p.detach().clone()
-                for (n, p), g in zip(m.named_parameters(), grads)}
-    untouched = {n: g is None for (n, _), g in zip(m.named_parameters(), grads)}
+def test_rsst_shrink_factors_multiply_to_one_over_strength():
+    for n in (1, 7, 84, 264):
+        for schedule in ("exp", "poly", "linear", "constant"):
+            f = rsst_shrink_factors(n, 1e4, schedule, 4)
+            assert len(f) == n and all(0 < x <= 1 for x in f)
+            assert math.prod(f) == pytest.approx(1e-4, rel=1e-9)
+            assert all(b <= a for a, b in zip(f, f[1:])), "the shrink grows (or stays) over the round"
+    f = rsst_shrink_factors(4, 100.0, "linear", 4)  # s = 1/4, 2/4, 3/4, 1: log-shares 1/10, 2/10, 3/10, 4/10
+    assert f == [pytest.approx(100.0 ** -(t / 10), rel=1e-12) for t in (1, 2, 3, 4)]
+    assert rsst_shrink_factors(5, 1.0, "exp", 4) == [1.0] * 5  # F = 1: no shrink
+    with pytest.raises(ValueError, match=">= 1"):
+        rsst_shrink_factors(5, 0.5, "exp", 4)
+
+
+def test_rsst_decoupled_step_is_the_exact_proximal_map():
+    """One decoupled step on known weights: every entry of T (each once, also x_proj[c, c] and x_proj[5, 9] of two
+    target units) becomes w·f_t with f_t = F^(−s(t/N)/Σ_u s(u/N)), the proximal map of c·||w_T||² with
+    1 + 2c = 1/f_t; nothing else moves, bit for bit (A_log, dt_bias, non-target entries), and lr plays no part."""
+    m = _bi_model()
+    n_steps, t, strength = 10, 7, 1e4
+    shape = [(math.exp((u / n_steps) ** 4) - 1) / (math.e - 1) for u in range(1, n_steps + 1)]
+    f = strength ** (-shape[t - 1] / sum(shape))
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
     buffers = {n: b.clone() for n, b in m.named_buffers()}
-    hook = RSSTRegularizer(m, remove, strength=0.7, penalty=penalty, update="decoupled")
-    hook.after_backward(m, progress)  # the gradient path is off in decoupled mode: no .grad appears
+    masks = {n: mask for (n, _), mask in zip(m.named_parameters(), _hand_target_masks(m, REMOVE).values())}
+    hook = RSSTRegularizer(m, REMOVE, strength=strength)  # the defaults: decoupled, group_l2, exp, k = 4
+    with pytest.raises(RuntimeError, match="on_fit_start"):
+        hook.after_step(m, t / n_steps, lr=1e-3)
+    hook.on_fit_start(n_steps)
+    hook.after_backward(m, t / n_steps)  # the gradient path is off in decoupled mode: no .grad appears
     assert all(p.grad is None for p in m.parameters())
-    hook.after_step(m, progress, lr)
-    assert hook.lambda_trace == grad_hook.lambda_trace
+    hook.after_step(m, t / n_steps, lr=123.0)
+    c = (1 / f - 1) / 2
+    assert len(hook.lambda_trace) == n_steps and hook.lambda_trace[t - 1] == pytest.approx(c, rel=1e-12)
     for n, p in m.named_parameters():
-        moved = (expected[n] - p.detach()).abs().max().item()
-        assert moved <= 1e-9 * max(1.0, p.abs().max().item()), (n, moved)
-        if untouched[n]:  # no penalty gradient (A_log, non-target layers): bit for bit unchanged
-            assert torch.equal(p.detach(), expected[n]), n
+        w0, w1 = before[n], p.detach()
+        assert torch.equal(w1[~masks[n]], w0[~masks[n]]), n
+        assert torch.allclose(w1[masks[n]], w0[masks[n]] * f, rtol=1e-15, atol=0), n
+        # prox optimality: w1 minimises c·||w||² + ½||w − w0||² on T, i.e. 2c·w1 + (w1 − w0) = 0
+        assert torch.all((2 * c * w1[masks[n]] + w1[masks[n]] - w0[masks[n]]).abs() <= 1e-14)
+    assert sum(int(mask.sum()) for mask in masks.values()) > 0
     assert all(torch.equal(b, buffers[n]) for n, b in m.named_buffers())
 
 
-def test_rsst_decoupled_group_lasso_zeroes_small_groups_exactly():
-    m = _mlp_model(depth=1)
-    fc1, fc2 = m.blocks[0].mlp.fc1, m.blocks[0].mlp.fc2
-    n0, n1 = group_norms(m, None, "mlp", [[0, 1]])[0].tolist()
-    (small, lo), (big, hi) = sorted([(0, n0), (1, n1)], key=lambda t: t[1])
-    hook = RSSTRegularizer(m, {"mlp": [[0, 1]]}, strength=1.0, schedule="constant", penalty="group_lasso",
-                           update="decoupled")
-    others = fc1.weight[2:].detach().clone()
-    hook.after_step(m, 1.0, lr=(lo + hi) / 2)  # a shrink of (lo + hi) / 2: the smaller group hits zero exactly
-    after = group_norms(m, None, "mlp", [[small, big]])[0]
-    assert after[0].item() == 0.0 and fc1.bias[small].item() == 0.0 and not fc2.weight[:, small].any()
-    assert after[1].item() == pytest.approx(hi - (lo + hi) / 2, rel=1e-5)
-    assert torch.equal(fc1.weight[2:].detach(), others)
-    with pytest.raises(ValueError, match="gradient, decoupled"):
-        RSSTRegularizer(m, {"mlp": [[0]]}, 1.0, update="proximal")
+def _fake_capture(fn, device, warmup=2, before_capture=None):
+    """capture_cuda_graph minus CUDA (as in test_step.py): warm up, undo, then every replay re-runs ``fn``."""
+    for _ in range(warmup):
+        fn()
+    if before_capture is not None:
+        before_capture()
+    return fn
 
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA (run on the GPU machine)"))])
+def test_rsst_decoupled_update_runs_in_a_cuda_graph_as_eagerly(device):
+    """The decoupled update is graph_safe: in a replayed graph progress is a 0-d device tensor and f_t is looked up
+    on the device; the weights end where eager training leaves them (f_t in fp32 there). On CPU the capture is a
+    stand-in that re-runs the step body (as in test_step.py); on CUDA it is the real one."""
+    from mambaprune.config import TrainCfg
+    from mambaprune.step import TrainStep, graph_mode_reason
+    from mambaprune.train import build_optimizer
+
+    device = torch.device(device)
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.rand(6, 3, 8, 8, generator=g), torch.randint(0, 5, (6,), generator=g)) for _ in range(3)]
+    batches.append((torch.rand(4, 3, 8, 8, generator=g), torch.randint(0, 5, (4,), generator=g)))  # runs eagerly
+    total = 2 * len(batches)
+
+    def run(graph):
+        torch.manual_seed(0)
+        m = mambaprune.create_model("mamba_tiny", num_classes=5, img_size=8, embed_dim=8, depth=2, d_state=2)
+        m = m.to(device)
+        hook = RSSTRegularizer(m, {"ssm": [[0, 1], [2]], "mlp": [[0, 5], [1]]}, strength=1e4)
+        hook.on_fit_start(total)
+        if device.type == "cpu":
+            opt = torch.optim.AdamW(m.parameters(), lr=1e-2, fused=True)  # CPU fused: a tensor LR is fine
+        else:
+            opt = build_optimizer(m, TrainCfg(lr=1e-2, device="cuda"), 1e-2, capturable=graph)
+        step = TrainStep(m, m, opt, [hook], device, 0.0, 1.0, graph=graph,
+                         capture=_fake_capture if device.type == "cpu" else None)
+        step.prepare_optimizer()
+        for k in range(total):
+            x, y = batches[k % len(batches)]
+            step(x.to(device), y.to(device), torch.tensor(1e-3).item(), torch.tensor((k + 1) / total).item())
+        return m, step, hook
+
+    eager, eager_step, hook = run(False)
+    graph, graph_step, _ = run(True)
+    assert (eager_step.mode, graph_step.mode) == ("eager", "cuda-graph")
+    tol = dict(rtol=1e-6, atol=1e-9) if device.type == "cpu" else dict(rtol=1e-3, atol=1e-5)
+    for (name, a), b in zip(eager.state_dict().items(), graph.state_dict().values()):
+        torch.testing.assert_close(b, a, **tol, msg=name)
+    assert group_norms(graph, None, "mlp", [[0, 5], [1]])[0].max() < 1e-2  # the shrink did happen (F = 1e4)
+    cuda = torch.device("cuda", 0)  # graph_mode_reason only compares names: no GPU needed
+    assert graph_mode_reason("auto", cuda, False, [hook]) is None
+    gradient = RSSTRegularizer(eager, {"mlp": [[0], [0]]}, strength=1.0, update="gradient")
+    assert "RSSTRegularizer not marked graph_safe" in graph_mode_reason("auto", cuda, False, [gradient])
+
+
+def test_rsst_decoupled_needs_group_l2_and_a_shrink_factor():
+    m = _mlp_model(depth=1)
+    with pytest.raises(ValueError, match="group_lasso works only with update 'gradient'"):
+        RSSTRegularizer(m, {"mlp": [[0]]}, 1e4, penalty="group_lasso")
+    with pytest.raises(ValueError, match=">= 1"):
+        RSSTRegularizer(m, {"mlp": [[0]]}, 0.01)
+    with pytest.raises(ValueError, match="decoupled, gradient"):
+        RSSTRegularizer(m, {"mlp": [[0]]}, 1.0, update="proximal")
+    nothing = RSSTRegularizer(m, {"mlp": [[]]}, 1e4)  # a round that removes no unit: the step changes nothing
+    nothing.on_fit_start(3)
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    nothing.after_step(m, 1.0, lr=1e-3)
+    assert all(torch.equal(p, before[n]) for n, p in m.named_parameters())
 
 @pytest.mark.parametrize("schedule", ["exp", "poly", "linear"])
 def test_rsst_lambda_trace_every_step(schedule):
     m = _mlp_model(depth=1)
-    hook = RSSTRegularizer(m, {"mlp": [[0, 1]]}, strength=2.0, schedule=schedule, exponent=3)
+    hook = RSSTRegularizer(m, {"mlp": [[0, 1]]}, strength=2.0, schedule=schedule, exponent=3, update="gradient")
     steps = 37
     for s in range(steps):
         hook.penalty_term(m, (s + 1) / steps)
@@ -267,10 +364,10 @@ def test_rsst_lambda_trace_every_step(schedule):
 
 # ---------------------------------------------------------------- RSST in training (sklearn digits)
 
-# Final λ of the exp schedule. Under AdamW only how much the penalty dominates the data gradient matters, and
-# with exp (k=4) it must dominate early enough for D (≈ 1, moving ≈ lr per step) to reach 0 within the round:
-# measured target/other norm-ratio reduction over this 200-step round: g=0.1 → 5x, 1 → 38x, 30 → 1.3e4x,
-# 100 → 3e4x.
+# Final λ of the exp schedule, for the gradient update. Under AdamW only how much the penalty dominates the data
+# gradient matters, and with exp (k=4) it must dominate early enough for D (≈ 1, moving ≈ lr per step) to reach 0
+# within the round: measured target/other norm-ratio reduction over this 200-step round at lr 1e-2: g=0.1 → 5x,
+# 1 → 38x, 30 → 1.3e4x, 100 → 3e4x.
 RSST_STRENGTH = 100.0
 
 
@@ -295,6 +392,8 @@ def _train(m, x, y, steps, seed, lr, hook=None):
     """AdamW without weight decay, cosine lr to lr/100 (as the pipeline's rounds), the hook every step."""
     opt = torch.optim.AdamW(m.parameters(), lr=lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed)
+    if hook is not None:
+        hook.on_fit_start(steps)
     for s in range(steps):
         idx = torch.randint(0, len(x), (64,), generator=gen)
         loss = F.cross_entropy(m(x[idx]), y[idx])
@@ -338,7 +437,7 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-def test_rsst_training_shrinks_targets_only_and_cut_is_harmless(one_thread):
+def test_rsst_gradient_update_shrinks_targets_only_at_a_large_lr(one_thread):
     xtr, ytr, xva, yva = _digits()
     torch.manual_seed(0)
     base = mambaprune.create_model("mamba_tiny", img_size=8, patch_size=4, in_chans=1, embed_dim=32, depth=2,
@@ -349,7 +448,8 @@ def test_rsst_training_shrinks_targets_only_and_cut_is_harmless(one_thread):
     target0, other0 = _mean_norms(base, remove)
 
     rsst, plain = copy.deepcopy(base), copy.deepcopy(base)
-    hook = RSSTRegularizer(rsst, remove, strength=RSST_STRENGTH, schedule="exp", exponent=4, penalty="group_l2")
+    hook = RSSTRegularizer(rsst, remove, strength=RSST_STRENGTH, schedule="exp", exponent=4, penalty="group_l2",
+                           update="gradient")
     _train(rsst, xtr, ytr, steps, seed=2, lr=1e-2, hook=hook)
     _train(plain, xtr, ytr, steps, seed=2, lr=1e-2)
     assert len(hook.lambda_trace) == steps and hook.lambda_trace[-1] == pytest.approx(RSST_STRENGTH)
@@ -375,8 +475,9 @@ def test_rsst_training_shrinks_targets_only_and_cut_is_harmless(one_thread):
 
 def test_rsst_decoupled_shrinks_targets_where_adamw_gradient_cannot(one_thread):
     """At a small lr (1e-3, 200 steps) Adam's normalised steps cap how far a weight moves, so the gradient
-    update barely shrinks the targets even with g = 100; the decoupled proximal step does (g = 1000), leaves
-    the other groups as plain training leaves them, and makes the cut harmless."""
+    update barely shrinks the targets even with λ = 100; the decoupled update (F = 1000: the penalty alone
+    shrinks the targets 1000-fold) does, leaves the other groups as plain training leaves them, and makes the cut
+    harmless."""
     xtr, ytr, xva, yva = _digits()
     torch.manual_seed(0)
     base = mambaprune.create_model("mamba_tiny", img_size=8, patch_size=4, in_chans=1, embed_dim=32, depth=2,

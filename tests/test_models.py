@@ -142,3 +142,24 @@ def test_weight_decay_exclusions():
 def test_unknown_model_name_lists_allowed():
     with pytest.raises(ValueError, match="mamba_small"):
         mambaprune.create_model("mamba_huge")
+
+
+def test_cached_A_follows_in_place_edits_and_autograd():
+    """Eager inference reuses A = -exp(A_log); an in-place edit of A_log (under no_grad, as optimizers and
+    load_state_dict do) invalidates it, and with autograd on A is recomputed so A_log gets its gradient."""
+    torch.manual_seed(0)
+    ssm = SelectiveSSM(d_inner=8, d_state=4).eval()
+    ssm.scan_impl = "ref"
+    x, z = torch.randn(2, 6, 8), torch.randn(2, 6, 8)
+    with torch.no_grad():
+        first = ssm(x, z)
+        assert ssm.A() is ssm.A()  # cached
+        ssm.A_log.mul_(0.5)
+        edited = ssm(x, z)
+    fresh = SelectiveSSM(d_inner=8, d_state=4).eval()
+    fresh.load_state_dict(ssm.state_dict())
+    fresh.scan_impl = "ref"
+    with torch.no_grad():
+        assert torch.equal(edited, fresh(x, z)) and not torch.equal(edited, first)
+    ssm(x, z).sum().backward()
+    assert ssm.A_log.grad is not None and ssm.A_log.grad.abs().sum() > 0

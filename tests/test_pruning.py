@@ -105,10 +105,11 @@ def test_pruned_equals_masked(ssm_ratio, mlp_ratio, bidirectional, scope):
 def test_keeping_every_unit_is_the_identity():
     dense = small_model(ssm=[24, 16], mlp=[32, 20], bidirectional=True, dtype=torch.float32)
     x = images(dtype=torch.float32)
-    full = {"ssm": [list(range(w)) for w in dense.ssm_widths], "mlp": [list(range(w)) for w in dense.mlp_widths]}
+    full = {"ssm": [list(range(w)) for w in dense.ssm_widths], "mlp": [list(range(w)) for w in dense.mlp_widths],
+            "state": [list(range(n)) for n in dense.d_states], "embed": list(range(dense.config["embed_dim"]))}
     assert torch.equal(run(apply_plan(dense, full), x), run(dense, x))
     same, plan = prune_model(dense, 0.0, 0.0)
-    assert plan == {"ssm": None, "mlp": None}
+    assert plan == {"ssm": None, "mlp": None, "state": None, "embed": None}
     assert torch.equal(run(same, x), run(dense, x))
 
 
@@ -195,16 +196,17 @@ def test_lowest_scores_are_removed():
 def test_l1_scores_average_every_member_of_the_unit():
     m = small_model(depth=1, ssm=[6], mlp=[5], bidirectional=True)
     c, W, sd = 4, 6, dict(m.named_parameters())
-    # x_proj[c, c] sits in both column c (input) and row c (Δ output): the spec counts it in both members
+    # x_proj[c, c] sits in both column c (input) and row c (Δ output) of unit c: it counts once
     expected = sd["blocks.0.mixer.in_proj.weight"][[c, W + c]].abs().sum() + \
         sd["blocks.0.mixer.out_proj.weight"][:, c].abs().sum()
     for s in range(2):
         p = f"blocks.0.mixer.ssm.{s}."
         expected = expected + sd[p + "conv1d.weight"][c].abs().sum() + sd[p + "conv1d.bias"][c].abs() + \
-            sd[p + "x_proj.weight"][:, c].abs().sum() + sd[p + "x_proj.weight"][c].abs().sum() + \
-            sd[p + "A_log"][c].abs().sum() + sd[p + "D"][c].abs()
+            sd[p + "x_proj.weight"][:, c].abs().sum() + sd[p + "x_proj.weight"][c].abs().sum() - \
+            sd[p + "x_proj.weight"][c, c].abs() + sd[p + "A_log"][c].abs().sum() + sd[p + "D"][c].abs()
     dim, n, k = m.config["embed_dim"], m.config["d_state"], m.config["d_conv"]
-    entries = 2 * dim + dim + 2 * (k + 1 + (W + 2 * n) + W + n + 1)  # in_proj x/z rows, out_proj col, 2 directions
+    # in_proj x/z rows, out_proj column; per direction conv, x_proj column + row less their shared entry, A_log, D
+    entries = 2 * dim + dim + 2 * (k + 1 + (W + 2 * n) + W - 1 + n + 1)
     assert torch.allclose(score_units(m, "ssm", "l1")[0][c], expected.detach() / entries, rtol=1e-12)
     j = 3
     fc1_w, fc1_b, fc2_w = sd["blocks.0.mlp.fc1.weight"], sd["blocks.0.mlp.fc1.bias"], sd["blocks.0.mlp.fc2.weight"]

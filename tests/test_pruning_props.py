@@ -1,5 +1,6 @@
 """Property test: any small model, ratio, scope, criterion, min_keep and round_to gives a valid pruned model
-that computes exactly what the dense model computes with the removed units zeroed (float64)."""
+that computes exactly what the dense model computes with the removed units zeroed (float64): SSM channels, MLP
+neurons and SSM states (embed pruning is no masking: tests/test_kinds.py checks it against its definition)."""
 
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -19,6 +20,7 @@ def cases(draw):
         depth=depth, ssm=draw(widths), mlp=draw(widths), bidirectional=draw(st.booleans()),
         d_state=draw(st.integers(1, 3)), d_conv=draw(st.integers(2, 4)), target=draw(st.sampled_from(TARGETS)),
         ratio=draw(st.floats(0.0, 0.99)), mlp_ratio=draw(st.floats(0.0, 0.99)),
+        state_ratio=draw(st.sampled_from((0.0, 0.5, 0.9))),
         scope=draw(st.sampled_from(SCOPES)), importance=draw(st.sampled_from(("l1", "l2", "taylor", "random"))),
         min_keep=draw(st.integers(1, 10)), round_to=draw(st.integers(1, 8)), seed=draw(st.integers(0, 1000)),
     )
@@ -42,10 +44,11 @@ def test_any_pruning_is_valid_and_equals_masking(c):
     ratios = {kind: prune.final_ratio(kind) for kind in ("ssm", "mlp")}
     kw = dict(scope=c["scope"], importance=c["importance"], min_keep=c["min_keep"], round_to=c["round_to"],
               calib=calib, seed=c["seed"])
-    pruned, plan = prune_model(dense, ratios["ssm"], ratios["mlp"], **kw)
+    ratios["state"] = c["state_ratio"]
+    pruned, plan = prune_model(dense, ratios["ssm"], ratios["mlp"], state_ratio=ratios["state"], **kw)
 
-    for kind in ("ssm", "mlp"):
-        before, after = dense.config[f"{kind}_widths"], pruned.config[f"{kind}_widths"]
+    for kind, key in (("ssm", "ssm_widths"), ("mlp", "mlp_widths"), ("state", "d_states")):
+        before, after = dense.config[key], pruned.config[key]
         if ratios[kind] == 0.0:
             assert plan[kind] is None and after == before
             continue

@@ -13,7 +13,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "cifar10-jpg"
-ADDED_SINCE_THE_RUNS = {"prune.rsst_update": "gradient"}  # the only update that existed when they ran
 
 
 def _load(name: str):
@@ -42,7 +41,7 @@ def test_each_rows_dvc_command_reproduces_its_params(table, row):
     saved = table.flat(yaml.safe_load((RESULTS / row / "params.yaml").read_text()))
     assert {k: applied[k] for k in saved} == saved
     # keys added after the run: their defaults must be the behaviour the run had
-    assert {k: applied[k] for k in applied.keys() - saved.keys()} == ADDED_SINCE_THE_RUNS
+    assert {k: applied[k] for k in applied.keys() - saved.keys()} == table.ADDED_SINCE_THE_RUNS
 
 
 def test_readme_table_matches_the_raw_results(table, tmp_path, monkeypatch, capsys):

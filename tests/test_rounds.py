@@ -301,8 +301,9 @@ VARIANTS = [
     *[(dict(method="refill", fillback_rate=0.0, refill_criterion=crit), rw) for crit in ("remain", "magnitude")
       for rw in ("none", "init", "epoch")],
     # rewind does not apply to rsst: run it with a rewind state given, which must be ignored
-    *[(dict(method="rsst", rsst_penalty=pen, rsst_strength=50.0), "init") for pen in ("group_l2", "group_lasso")],
-    (dict(method="rsst", rsst_update="decoupled", rsst_strength=2000.0), "init"),
+    *[(dict(method="rsst", rsst_update="gradient", rsst_penalty=pen, rsst_strength=50.0), "init")
+      for pen in ("group_l2", "group_lasso")],
+    (dict(method="rsst"), "init"),  # the default: decoupled
 ]
 
 
@@ -338,7 +339,11 @@ def test_three_rounds_on_digits(digits, pretrained, variant, rewind):
             steps = len(train) * cfg.epochs
             trace = rec["lambda_trace"]
             assert len(trace) == steps  # one λ per training step
-            assert all(b > a for a, b in zip(trace, trace[1:])) and trace[-1] == pytest.approx(cfg.rsst_strength)
+            assert all(b > a for a, b in zip(trace, trace[1:]))
+            if cfg.rsst_update == "gradient":
+                assert trace[-1] == pytest.approx(cfg.rsst_strength)
+            else:  # the proximal coefficients c_t: ∏ 1/(1 + 2c_t) = 1/F over the round
+                assert math.prod(1 + 2 * c for c in trace) == pytest.approx(cfg.rsst_strength, rel=1e-9)
             # Why strength 50: under AdamW the penalty's gradient is rescaled like any other, so a target
             # group shrinks by ~lr per step once the penalty dominates its data gradient, whatever λ is;
             # the exp^4 schedule keeps λ(p) tiny for most of the round (λ(0.5) ≈ 0.04·g), so g must be
@@ -349,7 +354,7 @@ def test_three_rounds_on_digits(digits, pretrained, variant, rewind):
             # SSM groups include D (init 1.0) and conv1d (kaiming-uniform, |w| up to 0.5): with steps of ~lr
             # they cannot reach zero in one short round, so only a clear drop is required here.
             assert n["ssm_removed_norm_mean"] < 0.8 * n["ssm_kept_norm_mean"], n
-            if cfg.rsst_update == "decoupled":  # the proximal step is not capped at ~lr per step: all groups go
+            if cfg.rsst_update == "decoupled":  # the shrink is not capped at ~lr per step: all groups go
                 assert n["ssm_removed_norm_mean"] < 0.01 * n["ssm_kept_norm_mean"], n
                 assert n["mlp_removed_norm_mean"] < 0.01 * n["mlp_kept_norm_mean"], n
             # the penalised units carry almost nothing, so the cut itself barely moves accuracy
@@ -385,15 +390,15 @@ def test_random_importance_is_a_seeded_control_unlike_l1(pretrained, scope):
     assert _one_round_plan(_model(seed=7), "random", SEED, scope) == rnd
 
 
-# ---------------------------------------------------------------- 5. refill: the schedule decides how many
+# ---------------------------------------------------------------- 5. refill: the schedule decides how many, fillback
+#                                                                     how many of those come back
 
 
-@pytest.mark.parametrize("fillback", [0.0, 1.0])
 @pytest.mark.parametrize("criterion", ["remain", "magnitude"])
 @pytest.mark.parametrize("round_to", [1, 4])
-def test_refill_keeps_schedule_target_even_with_full_fillback(pretrained, fillback, criterion, round_to):
+def test_refill_keeps_schedule_target_without_fillback(pretrained, criterion, round_to):
     dense = pretrained[0]
-    cfg = PruneCfg(method="refill", scope="layerwise", ratio=0.5, mlp_ratio=0.75, fillback_rate=fillback,
+    cfg = PruneCfg(method="refill", scope="layerwise", ratio=0.5, mlp_ratio=0.75, fillback_rate=0.0,
                    refill_criterion=criterion, round_to=round_to, min_keep=round_to)
     base = dense.config
     seen = []
@@ -416,23 +421,46 @@ def test_refill_keeps_schedule_target_even_with_full_fillback(pretrained, fillba
     _run_rounds(copy.deepcopy(dense), cfg, 3, on_round=check)
 
 
-def test_refill_global_splits_the_total_by_fillback():
-    """scope global: the schedule fixes the total, Refill's n_eq + (W − n_eq)·fillback sets the split."""
+@pytest.mark.parametrize("scope", ["layerwise", "global"])
+def test_refill_fillback_brings_back_that_share_of_the_removed_units_in_both_scopes(pretrained, scope):
+    """fillback_rate means the same in both scopes (the seed's): per layer, that share of the units the round would
+    remove at fillback 0 come back, the next ones by the refill criterion; 1 removes nothing."""
+    dense = pretrained[0]
+    kept = {}
+    for fb in (0.0, 0.5, 1.0):
+        cfg = PruneCfg(method="refill", scope=scope, ratio=0.5, mlp_ratio=0.75, fillback_rate=fb, round_to=1,
+                       min_keep=1)
+        ctx = RoundContext(cfg=cfg, round_index=1, num_rounds=2, base_config=dense.config, history=[],
+                           rewind_state=None)
+        kept[fb] = choose_units(dense, ctx).plan
+    assert kept[0.0] != kept[1.0]
+    for kind, final in _finals(cfg).items():
+        widths = dense.config[KIND_WIDTHS[kind]]
+        count = {fb: [w if k is None else len(k) for k, w in zip(plan[kind], widths)] for fb, plan in kept.items()}
+        targets = round_targets(widths, final, 1, 2, 1, 1)
+        if scope == "layerwise":
+            assert count[0.0] == targets, kind
+        else:  # the schedule's total, split by Refill's n_eq
+            assert abs(sum(count[0.0]) - sum(targets)) <= len(widths) / 2, kind
+        assert count[0.0] != widths and count[1.0] == widths, kind
+        assert count[0.5] == [int(n + (w - n) * 0.5) for n, w in zip(count[0.0], widths)], kind
+        for a, b, w in zip(kept[0.0][kind], kept[0.5][kind], widths):  # those that come back add to the kept
+            assert set(a or range(w)) <= set(b or range(w))
+
+
+def test_refill_global_splits_the_total_by_n_eq():
+    """scope global: the schedule fixes the total, Refill's n_eq per layer sets the split."""
     dense = _model(**WIDTHS)
     with torch.no_grad():  # block 1's MLP weights are 10x larger: they survive magnitude pruning
         dense.blocks[1].mlp.fc1.weight.mul_(10)
         dense.blocks[1].mlp.fc2.weight.mul_(10)
-    splits = {}
-    for fb in (0.0, 1.0):
-        cfg = PruneCfg(method="refill", scope="global", target="mlp", ratio=0.5, fillback_rate=fb, round_to=1,
-                       min_keep=1)
-        ctx = RoundContext(cfg=cfg, round_index=1, num_rounds=1, base_config=dense.config, history=[],
-                           rewind_state=None)
-        plan = choose_units(dense, ctx).plan
-        splits[fb] = [len(k) for k in plan["mlp"]]
-        assert abs(sum(splits[fb]) - 100) <= 1  # half of 128 + 72
-    assert splits[1.0] == [64, 36]  # fillback 1: every layer counts fully -> proportional to width
-    assert splits[0.0][1] > 36  # fillback 0: the layer holding the surviving weights keeps more units
+    cfg = PruneCfg(method="refill", scope="global", target="mlp", ratio=0.5, fillback_rate=0.0, round_to=1,
+                   min_keep=1)
+    ctx = RoundContext(cfg=cfg, round_index=1, num_rounds=1, base_config=dense.config, history=[], rewind_state=None)
+    plan = choose_units(dense, ctx).plan
+    split = [len(k) for k in plan["mlp"]]
+    assert abs(sum(split) - 100) <= 1  # half of 128 + 72
+    assert split[1] > 36  # the layer holding the surviving weights keeps more than its proportional share
 
 
 # ---------------------------------------------------------------- 6. what a round reads and publishes

@@ -237,6 +237,101 @@ def test_nested_params_and_metric_keys_are_cleaned():
     assert tracking.clean_key("/../x//y") == "x/y"
 
 
+# ----------------------------------------------------------------------------------------------- comparing runs
+def test_describe_changes_exact():
+    from mambaprune import tracking
+
+    base = {"seed": 0, "prune": {"ratio": 0.5, "method": "refill", "mlp_ratio": None, "rounds": {"r1": "pretrained"}},
+            "train": {"hflip": False}}
+    new = {"seed": 0, "prune": {"ratio": 0.7, "method": "rsst", "mlp_ratio": 0.3,
+                                "rounds": {"r1": "pretrained", "r2": "r1"}}, "train": {}}
+    assert tracking.describe_changes(base, new) == (
+        "prune.method refill→rsst, prune.mlp_ratio null→0.3, prune.ratio 0.5→0.7, prune.rounds.r2 (new) r1, "
+        "train.hflip removed")
+    assert tracking.describe_changes(base, base) == "no change"
+
+
+def test_pipeline_state_ignores_the_summary_stage(tmp_path):
+    from mambaprune import tracking
+
+    lock = {"schema": "2.0", "stages": {"evaluate": {"cmd": "python stages/evaluate.py", "outs": [{"md5": "a"}]},
+                                        "summary": {"cmd": "python stages/summary.py", "outs": [{"md5": "s1"}]}}}
+    (tmp_path / "a.lock").write_text(json.dumps(lock))
+    lock["stages"]["summary"]["outs"][0]["md5"] = "s2"
+    (tmp_path / "b.lock").write_text(json.dumps(lock))
+    lock["stages"]["evaluate"]["outs"][0]["md5"] = "b"
+    (tmp_path / "c.lock").write_text(json.dumps(lock))
+    a, b, c = (tracking.pipeline_state(tmp_path / f"{n}.lock") for n in "abc")
+    assert a == b != c and len(a) == 16
+    assert tracking.pipeline_state(tmp_path / "missing.lock") is None
+
+
+def test_comparison_view_columns_and_charts_name_logged_keys():
+    from mambaprune import tracking
+    from mambaprune.headline import HEADLINE_KEYS
+
+    view = tracking.comparison_view()
+    assert view["selectedColumns"][0] == "metrics.`test_acc`" and view["selectedColumns"][-4:] == [
+        "params.`prune.method`", "params.`prune.target`", "params.`prune.ratio`", "tags.`mambaprune.changes`"]
+    assert "metrics.`test_acc`" in view["selectedColumns"] and set(tracking.COMPARE_METRICS) <= set(HEADLINE_KEYS)
+    sections = {s["uuid"] for s in view["compareRunSections"]}
+    charts = view["compareRunCharts"]
+    assert all(c["metricSectionId"] in sections for c in charts)
+    first = charts[0]  # the chart the view opens on: accuracy against parameters, across experiments
+    assert (first["type"], first["xaxis"], first["yaxis"]) == (
+        "SCATTER", {"key": "params", "type": "METRIC"}, {"key": "test_acc", "type": "METRIC"})
+    for c in charts:
+        keys = [c[a]["key"] for a in ("xaxis", "yaxis") if a in c] + [c.get("metricKey")] \
+            + c.get("selectedParams", []) + c.get("selectedMetrics", [])
+        assert set(filter(None, keys)) <= set(HEADLINE_KEYS) | set(tracking.COMPARE_PARAMS), c
+    assert json.loads(tracking.experiment_tags()[tracking.VIEW_TAG]) == view
+
+
+def test_experiment_tags_set_at_creation_and_on_an_existing_experiment(trk, clean_env):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(trk.tracking_uri())
+    client.create_experiment("made-before", tags={"mlflow.note.content": "my own note"})  # e.g. an older version
+    for name in ("made-before", "made-now"):
+        clean_env.setenv("MAMBAPRUNE_EXPERIMENT", name)
+        client_, exp_id = trk._session()
+        tags = client.get_experiment(exp_id).tags
+        assert tags["mlflow.experimentKind"] == "custom_model_development"
+        assert json.loads(tags[trk.VIEW_TAG]) == trk.comparison_view()
+        assert (tags["mlflow.note.content"] == "my own note") == (name == "made-before")  # a user's note is kept
+    assert trk.ui_url(port=5001) == (f"http://127.0.0.1:5001/#/experiments/{exp_id}/runs"
+                                     f"?workflowType=machine_learning&viewStateShareKey={trk.VIEW_KEY}")
+
+
+def test_a_repro_that_changed_nothing_reuses_the_parent_with_its_state(trk, clean_env, tmp_path):
+    client, exp = None, None
+    clean_env.setenv("MAMBAPRUNE_EXPERIMENT", "states")
+    clean_env.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("prune:\n  ratio: 0.5\n")
+
+    def summary(key: str, state: str, acc: float = 0.9) -> str:
+        (tmp_path / "dvc.lock").write_text(json.dumps({"stages": {"evaluate": {"outs": [{"md5": state}]}}}))
+        clean_env.setattr(trk, "parent_key", lambda: key)
+        return trk.summarize(tmp_path, {"prune": {"ratio": 0.5}}, {"test_acc": acc, "params": 10})
+
+    first = summary("repro:h:1:1", "A")  # a repro whose stages ran: stage runs made this parent
+    assert summary("repro:h:2:2", "A", acc=0.1) == first  # the next repro reran nothing: no new parent, and
+    second = summary("repro:h:3:3", "B")  # outputs changed without a stage running (run-cache restore)
+    assert second != first
+    assert summary("repro:h:4:4", "A") == first  # back to A: the run that has these results
+    assert summary("exp:abc:exp-x", "A") not in (first, second)  # a dvc exp run is always its own row
+    from mlflow import MlflowClient
+
+    client = MlflowClient(trk.tracking_uri())
+    exp = client.get_experiment_by_name("states")
+    assert len(client.search_runs([exp.experiment_id])) == 3
+    run = client.get_run(first)
+    assert run.data.metrics["test_acc"] == 0.9  # ... the parent it found keeps what it had
+    assert run.data.tags["mambaprune.changes"] == "no git baseline"  # tmp_path is no git repo
+    assert run.data.tags["mlflow.note.content"].startswith("**no git baseline**")
+    assert "test acc 0.9000" in run.data.tags["mlflow.note.content"]
+
+
 # ----------------------------------------------------------------------------------------------- processes
 def _parallel_worker(env: dict, barrier) -> None:
     os.environ.update(env)
@@ -368,15 +463,15 @@ def test_pngs_are_png_files(tmp_path):
     from mambaprune.records import write_csv
 
     d = tmp_path / "plots"
-    for stage, accs in (("pretrain", [0.3, 0.6, 0.8]), ("prune_r1", [0.7, 0.75])):
-        write_csv(d / f"{stage}_epochs.csv", [{"epoch": i + 1, "train_acc": a - 0.05, "val_acc": a}
-                                                    for i, a in enumerate(accs)])
+    write_csv(d / "epochs.csv", [{"step": i + 1, "stage": stage, "train_acc": a - 0.05, "val_acc": a,
+                                  "train_loss": 1 - a, "val_loss": 1.1 - a}
+                                 for i, (stage, a) in enumerate([("pretrain", 0.3), ("pretrain", 0.6),
+                                                                 ("prune@r1", 0.7), ("prune@r1", 0.75)])])
     write_csv(d / "rounds.csv", [{"round": r, "params": p, "flops": 2 * p, "val_acc": a, "test_acc": a - 0.01}
-                                       for r, p, a in (("pretrained", 9000, 0.9), ("r1", 6000, 0.88))])
+                                 for r, p, a in (("pretrained", 9000, 0.9), ("r1", 6000, 0.88))])
     write_csv(d / "widths.csv", [{"layer": i, "ssm_width": 64 - 8 * i, "mlp_width": 128 - 16 * i,
-                                        "ssm_full": 64} for i in range(4)])
-    pngs = [plots.png_line_plot([d / "pretrain_epochs.csv", d / "prune_r1_epochs.csv"], "epoch", ["val_acc"],
-                                d / "epochs.png", "Accuracy per epoch"),
+                                  "ssm_dense": 64, "mlp_dense": 128} for i in range(4)])
+    pngs = [plots.plot_epochs(d / "epochs.csv", d / "epochs.png"),
             plots.plot_rounds(d / "rounds.csv", d / "rounds.png"),
             plots.plot_widths(d / "widths.csv", d / "widths.png"),
             plots.png_line_plot(d / "absent.csv", "epoch", ["val_acc"], d / "empty.png", "no data yet")]

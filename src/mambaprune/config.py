@@ -112,13 +112,19 @@ class PruneCfg:
     rewind: str = _f("none", "weights a round restarts from", choices=("init", "epoch", "none"))
     rewind_epoch: int = _f(1, "rewind: epoch -> pretrain checkpoint of this epoch", lo=0, hi=10000)
     epochs: int = _f(4, "training epochs per round", lo=0, hi=10000)
-    fillback_rate: float = _f(0.0, "refill: 0 keeps n_eq units, 1 keeps all", lo=0.0, hi=1.0)
+    fillback_rate: float = _f(0.0, "refill: per layer, the share of the units this round would remove (the "
+                              "schedule's count) that come back instead, chosen by refill_criterion: 0 keeps "
+                              "the schedule's count, 1 removes nothing", lo=0.0, hi=1.0)
     refill_criterion: str = _f("remain", "refill: unit ranking", choices=("remain", "magnitude"))
     rsst_penalty: str = _f("group_l2", "rsst: penalty on target groups", choices=("group_l2", "group_lasso"))
     rsst_schedule: str = _f("exp", "rsst: strength schedule", choices=("exp", "poly", "linear", "constant"))
-    rsst_strength: float = _f(0.01, "rsst: final penalty strength g", lo=0.0, hi=1e6)
-    rsst_update: str = _f("gradient", "rsst: penalty as a gradient or as a decoupled proximal step",
-                          choices=("gradient", "decoupled"))
+    rsst_strength: float = _f(1e4, "rsst, decoupled: F, the factor by which the penalty alone shrinks the "
+                              "target groups over a round (step t of N multiplies them by "
+                              "F^(-s(t/N)/sum_u s(u/N)), s the schedule's shape, s(1) = 1); gradient: the "
+                              "penalty's final coefficient lambda", lo=0.0, hi=1e12)
+    rsst_update: str = _f("decoupled", "rsst: decoupled (a proximal shrink after each optimizer step, its total "
+                          "fixed by rsst_strength) or gradient (the penalty's gradient through the optimizer)",
+                          choices=("decoupled", "gradient"))
     rsst_exponent: float = _f(4.0, "rsst: exponent k of exp/poly schedules", lo=0.0, hi=100.0, lo_open=True)
     recover_epochs: int = _f(0, "rsst: training epochs after the cut", lo=0, hi=10000)
     calib_batches: int = _f(4, "taylor: calibration batches", lo=1, hi=100000)
@@ -288,11 +294,24 @@ def _check_rewind(params: Params) -> None:
                           f"got {p.rewind_epoch}")
 
 
+def _check_rsst(p: PruneCfg) -> None:
+    """The decoupled update is a shrink factor of the group-L2 penalty: say so at load, not at round 1."""
+    if p.method != "rsst" or p.rsst_update != "decoupled":
+        return
+    if p.rsst_penalty != "group_l2":
+        raise ConfigError(f"prune.rsst_penalty {p.rsst_penalty!r} needs prune.rsst_update: gradient (the decoupled "
+                          "update is the group_l2 penalty's proximal step)")
+    if p.rsst_strength < 1.0:
+        raise ConfigError(f"prune.rsst_strength must be >= 1 with prune.rsst_update: decoupled (it is the factor "
+                          f"by which a round shrinks the target groups; 1 = no shrink), got {p.rsst_strength!r}")
+
+
 def parse_params(raw: Any) -> Params:
     """Validate a params mapping (as read from YAML) into ``Params``."""
     params = _build(Params, raw, "")
     _check_rounds(params.prune)
     _check_rewind(params)
+    _check_rsst(params.prune)
     if params.data.img_size % params.model.patch_size:
         raise ConfigError(f"data.img_size ({params.data.img_size}) must be a multiple of model.patch_size "
                           f"({params.model.patch_size})")

@@ -7,6 +7,9 @@ bias adds not counted), plus the depthwise causal conv1d (2·d_conv·d_inner per
 plus the selective scan per token and direction: 6·d_inner·d_state (exp(ΔA), the state update's two
 multiply-adds, the C read-out's multiply-add) + 3·d_inner (D skip and the SiLU gate). LayerNorm, GELU,
 SiLU, softplus, the residual adds and the token mean are ignored (together well under 1 %).
+Every width is the block's own: d_inner (``ssm_widths``), MLP hidden (``mlp_widths``), state size (``d_states``;
+a config without it has ``d_state`` in every block) and the embedding width (``embed_dim``, in the patch
+embedding, in_proj, out_proj, fc1, fc2 and the head).
 Everything is computed from ``model.config`` alone, so it matches any physically pruned model exactly and
 costs nothing to evaluate. mamba_small at 32×32 (64 tokens): linear layers 2.077 GFLOP, total ≈ 2.14.
 """
@@ -29,16 +32,20 @@ def _config(model_or_config) -> Mapping:
     return model_or_config if isinstance(model_or_config, Mapping) else model_or_config.config
 
 
+def _d_states(c: Mapping) -> list[int]:
+    return list(c["d_states"]) if c.get("d_states") is not None else [c["d_state"]] * c["depth"]
+
+
 def flops_breakdown(model, img_size: int | None = None) -> dict[str, int]:
     """Forward FLOPs per image by component (see the module docstring); ``model`` may be a config dict."""
     c = _config(model)
     img = int(img_size if img_size is not None else c["img_size"])
-    p, dim, n, k = c["patch_size"], c["embed_dim"], c["d_state"], c["d_conv"]
+    p, dim, k = c["patch_size"], c["embed_dim"], c["d_conv"]
     tokens = (img // p) ** 2
     dirs = 2 if c.get("bidirectional") else 1
     out = {"patch_embed": 2 * tokens * c["in_chans"] * p * p * dim, "in_proj": 0, "x_proj": 0, "out_proj": 0,
            "conv1d": 0, "scan": 0, "fc1": 0, "fc2": 0, "head": 2 * dim * c["num_classes"]}
-    for di, h in zip(c["ssm_widths"], c["mlp_widths"]):
+    for di, h, n in zip(c["ssm_widths"], c["mlp_widths"], _d_states(c)):
         out["in_proj"] += 2 * tokens * dim * 2 * di
         out["x_proj"] += 2 * tokens * dirs * di * (di + 2 * n)
         out["conv1d"] += 2 * tokens * dirs * k * di
@@ -69,4 +76,3 @@ def size_report(model: nn.Module, dense: nn.Module | None = None) -> dict:
                 "param_reduction": 1.0 - out["params"] / dense_params,
                 "flop_reduction": 1.0 - out["flops"] / dense_flops}
     return out
-

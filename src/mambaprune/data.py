@@ -27,8 +27,8 @@ from mambaprune.errors import ConfigError, DataError
 from mambaprune.paths import meta_file, split_file
 from mambaprune.records import atomic_write
 
-__all__ = ["DataError", "SPLITS", "prepare_data", "load_split", "load_meta", "augment_batch", "BatchLoader",
-           "make_loaders", "eval_loaders", "full_batches"]
+__all__ = ["DataError", "SPLITS", "check_source", "prepare_data", "load_split", "load_meta", "augment_batch",
+           "BatchLoader", "make_loaders", "eval_loaders", "full_batches"]
 
 SPLITS = ("train", "val", "test")
 DIGITS_TEST_FRACTION = 0.2  # digits has no official test split: this share of it is held out
@@ -115,6 +115,27 @@ def _cifar(cfg: DataCfg, seed: int) -> _Source:
     return _Source(*tensors(train), *tensors(test), list(train.classes), f"torchvision {cls.__name__} ({root})")
 
 
+def check_source(cfg: DataCfg) -> None:
+    """Raise ``DataError`` now if ``prepare_data`` could not read ``cfg``'s source, without decoding any image.
+
+    For the pipeline's ``check`` stage, which runs before DVC deletes the ``prepare`` stage's outputs: a source
+    that is missing fails there and leaves ``data/`` in place. CIFAR files that are absent while
+    ``data.download`` is on are downloaded here (what prepare would do first anyway).
+    """
+    if cfg.name in ("cifar10", "cifar100"):
+        from torchvision.datasets import CIFAR10, CIFAR100
+
+        cls, root = (CIFAR10 if cfg.name == "cifar10" else CIFAR100), Path(cfg.root)
+        try:
+            _extract_archive_if_needed(root, cls)
+            if not (root / cls.base_folder).is_dir():
+                cls(str(root), train=True, download=cfg.download)
+        except (OSError, RuntimeError, EOFError, tarfile.TarError, pickle.UnpicklingError) as e:
+            raise DataError(_cifar_missing_message(cls, root, cfg.download, e)) from e
+    elif cfg.name == "imagefolder":
+        _image_trees(cfg)
+
+
 def _extract_archive_if_needed(root: Path, cls) -> None:
     """Unpack a hand-placed archive, which torchvision only does as part of a download."""
     archive = root / cls.filename
@@ -133,17 +154,23 @@ def _cifar_missing_message(cls, root: Path, download: bool, err: BaseException) 
 
 def _imagefolder(cfg: DataCfg, seed: int) -> _Source:
     """A ``train/`` and ``test/`` tree of class folders under ``cfg.root``; both must have the same classes."""
+    train, test = _image_trees(cfg)  # checked before any decoding
+    (train_x, train_y), (test_x, test_y) = _decode_tree(train, cfg.img_size), _decode_tree(test, cfg.img_size)
+    return _Source(train_x, train_y, test_x, test_y, list(train.classes), f"imagefolder ({Path(cfg.root)})")
+
+
+def _image_trees(cfg: DataCfg):
+    """The train and test listings of an imagefolder root, their layout checked from the directory listings."""
     root = Path(cfg.root)
     if not root.is_dir():
         raise DataError(f"imagefolder root {root.resolve()} does not exist: {_LAYOUT}; set data.root in params.yaml")
-    train, test = _list_image_tree(root / "train"), _list_image_tree(root / "test")  # checked before any decoding
+    train, test = _list_image_tree(root / "train"), _list_image_tree(root / "test")
     if train.classes != test.classes:
         only_train = sorted(set(train.classes) - set(test.classes))
         only_test = sorted(set(test.classes) - set(train.classes))
         raise DataError(f"class folders of {root / 'train'} and {root / 'test'} differ: only in train {only_train}, "
                         f"only in test {only_test}; both splits need the same classes")
-    (train_x, train_y), (test_x, test_y) = _decode_tree(train, cfg.img_size), _decode_tree(test, cfg.img_size)
-    return _Source(train_x, train_y, test_x, test_y, list(train.classes), f"imagefolder ({root})")
+    return train, test
 
 
 def _list_image_tree(folder: Path):

@@ -9,6 +9,7 @@ MODELS_DIR = Path("models")
 METRICS_DIR = Path("metrics")
 PLOTS_DIR = Path("plots")
 RESUME_DIR = Path(".cache/resume")  # per-stage resume checkpoints; outside DVC outs, which DVC deletes
+TIMINGS_FILE = Path(".cache/timings.jsonl")  # the dense model's throughput history (speed.baseline_flag)
 
 
 def stage_slug(stage: str) -> str:

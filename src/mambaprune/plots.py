@@ -6,14 +6,13 @@ by ``records``; PNGs go through the same atomic writer.
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from .records import atomic_write, read_csv
 
-__all__ = ["png_line_plot", "png_scatter", "plot_rounds", "plot_widths"]
+__all__ = ["png_line_plot", "png_scatter", "plot_epochs", "plot_rounds", "plot_widths"]
 
 
 # ----------------------------------------------------------------------------------------------- PNGs
@@ -94,19 +93,70 @@ def png_scatter(csv_path: Path | str, x: str, ys: Sequence[str], png_path: Path 
     return _save(fig, ax, png_path, plotted)
 
 
-# ----------------------------------------------------------------------------------------------- the summary's plots
+# ----------------------------------------------------------------------------------------------- the pipeline's three
+# The same data and axes as dvc.yaml's plots (templates in .dvc/plots/), which need a CDN to render.
+def plot_epochs(csv_path: Path | str, png_path: Path | str) -> Path:
+    """The summary's ``epochs.csv`` (``step``, ``stage``, train/val accuracy and loss per epoch, every stage one
+    after another): accuracy above, loss below, a dotted line and the stage's name where each stage starts."""
+    from matplotlib.figure import Figure
+
+    path = Path(csv_path)
+    rows = read_csv(path) if path.exists() else []
+    fig = Figure(figsize=(8, 6), layout="constrained")
+    axes = fig.subplots(2, 1, sharex=True)
+    starts = {}  # stage -> its first step, in run order
+    for r in rows:
+        if isinstance(r.get("step"), float):
+            starts.setdefault(r.get("stage"), r["step"])
+    for ax, what in zip(axes, ("acc", "loss")):
+        ax.set_ylabel("accuracy" if what == "acc" else "loss (cross-entropy)")
+        ax.grid(True, alpha=0.3)
+        plotted = False
+        for split in ("train", "val"):
+            xs, ys, _ = _points(rows, "step", f"{split}_{what}")
+            if xs:
+                ax.plot(xs, ys, marker="o", markersize=2.5, label=f"{split}_{what}")
+                plotted = True
+        for stage, start in starts.items():
+            ax.axvline(start - 0.5, color="grey", linestyle=":", linewidth=0.8)
+            if what == "acc":
+                ax.annotate(str(stage), (start - 0.5, 0.02), xycoords=("data", "axes fraction"), ha="left",
+                            va="bottom", fontsize="x-small", color="grey", rotation=90, xytext=(2, 0),
+                            textcoords="offset points")
+        if plotted:
+            ax.legend(fontsize="small")
+        else:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+    axes[0].set_title("Per-epoch accuracy and loss, stage after stage")
+    axes[1].set_xlabel("epoch, stage after stage")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    return atomic_write(png_path, lambda f: f.write(buf.getvalue()))
+
+
 def plot_rounds(csv_path: Path | str, png_path: Path | str) -> Path:
-    """Accuracy against parameter count across pruning rounds (``plots/rounds.csv``)."""
-    return png_scatter(csv_path, "params", ["val_acc", "test_acc"], png_path, "Accuracy vs parameters by round",
-                       label_col="round", ylabel="accuracy")
+    """Test accuracy against parameter count, dense -> each round -> finetuned (``rounds.csv``), each point
+    labelled with its round; the y-axis fits the data (matplotlib's autoscale; no forced 0..1)."""
+    return png_scatter(csv_path, "params", ["test_acc"], png_path, "Test accuracy vs parameters, round by round",
+                       label_col="round", ylabel="test accuracy")
 
 
 def plot_widths(csv_path: Path | str, png_path: Path | str) -> Path:
-    """Kept widths per layer (``plots/widths.csv``: every ``*_width`` column)."""
+    """Kept units per layer (solid bars) against the dense model's (pale bars behind them), SSM channels and MLP
+    neurons side by side (``widths.csv``: ``layer``, ``<kind>_width``, ``<kind>_dense``)."""
     path = Path(csv_path)
-    header = []
-    if path.exists():
-        with open(path, newline="") as f:
-            header = next(csv.reader(f), [])
-    return png_line_plot(path, "layer", [c for c in header if c.endswith("_width")], png_path,
-                         "Kept widths per layer", ylabel="units kept")
+    rows = read_csv(path) if path.exists() else []
+    kinds = [c.removesuffix("_width") for c in (rows[0] if rows else {}) if c.endswith("_width")]
+    fig, ax = _figure("Kept widths per layer (pale: dense)", "layer (block)", "width (units)")
+    width = 0.8 / max(1, len(kinds))
+    layers = [r for r in rows if isinstance(r.get("layer"), float)]
+    for i, kind in enumerate(kinds):
+        xs = [r["layer"] - 0.4 + width * (i + 0.5) for r in layers]
+        dense = [r.get(f"{kind}_dense") for r in layers]
+        if all(isinstance(d, float) for d in dense):
+            ax.bar(xs, dense, width, color=f"C{i}", alpha=0.25)
+        ax.bar(xs, [r.get(f"{kind}_width") or 0.0 for r in layers], width, color=f"C{i}", label=f"{kind} kept")
+    ax.set_xticks([r["layer"] for r in layers])
+    ax.set_ylim(0, None)
+    ax.margins(y=0.2)  # room above the tallest bar for the legend
+    return _save(fig, ax, png_path, bool(kinds and layers))

@@ -13,7 +13,10 @@ from .paths import metrics_file, stage_plots_dir
 from .pruning.rounds import FIT_TAGS
 from .records import read_csv
 
-__all__ = ["read_metrics", "training_stages", "rounds_table", "widths_table", "epochs_table", "tag_order"]
+__all__ = ["EPOCH_COLUMNS", "read_metrics", "training_stages", "rounds_table", "widths_table", "epochs_table",
+           "tag_order"]
+
+EPOCH_COLUMNS = ("train_acc", "val_acc", "train_loss", "val_loss")  # what plots/summary/epochs.csv keeps per epoch
 
 
 def read_metrics(stage: str) -> dict:
@@ -48,13 +51,13 @@ def widths_table(final: dict, dense: dict) -> list[dict]:
 
 
 def epochs_table(stages: list[str]) -> list[dict]:
-    """Every epoch of every stage's epoch CSVs, numbered in the order they ran (``step``)."""
+    """Every epoch of every stage's epoch CSVs (``EPOCH_COLUMNS``), numbered in the order they ran (``step``)."""
     rows = []
     for stage in stages:
         for csv in sorted(stage_plots_dir(stage).glob("*_epochs.csv"), key=tag_order):
             for row in read_csv(csv):
                 rows.append({"step": len(rows) + 1, "stage": stage, "phase": csv.stem.removesuffix("_epochs"),
-                             "epoch": row["epoch"], "train_acc": row.get("train_acc"), "val_acc": row.get("val_acc")})
+                             "epoch": row["epoch"], **{k: row.get(k) for k in EPOCH_COLUMNS}})
     return rows
 
 

@@ -18,7 +18,13 @@ Parent run key (each stage is its own process, so stages find their parent again
     3. plain ``dvc repro``: ``repro:<host>:<pid>:<start time>`` of the ``dvc`` process that runs the
        stages (found by walking up the process tree past the shell DVC runs each cmd in; without a
        dvc ancestor, the direct parent process). Stages of one ``dvc repro`` share it; the next
-       ``dvc repro`` is a new process, so a new parent named ``repro-<git short sha>-<YYYYmmdd-HHMMSS>``.
+       ``dvc repro`` is a new process, so a new parent named ``repro-<git short sha>-<YYYYmmdd-HHMMSS>``,
+       unless none of its stages ran: then the summary stage logs to the latest parent with the same
+       pipeline state (``pipeline_state``: dvc.lock's hashes), so a no-op repro adds no empty row.
+
+The summary stage puts on the parent what differs from the baseline params.yaml (``params_changes``: git's
+HEAD, or ``DVC_EXP_BASELINE_REV``) as the tag ``mambaprune.changes`` and, with the headline metrics, as the
+run's description. The experiment carries the tags that make the UI open on the comparison (``ui_url``).
 
 Concurrency
     A file lock next to the DB (``<root>/.mlflow.db.lock``) serialises the first DB open of each process
@@ -46,6 +52,21 @@ PARENT_KEY_TAG = "mambaprune.parent_key"
 LOCK_TIMEOUT_S = 300  # a fresh DB's migration takes ~20 s on a loaded 2-core box; the lock dies with its holder
 _MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
 _BATCH = 100  # MLflow's limit on params/tags per log_batch (metrics: 1000)
+STATE_TAG = "mambaprune.state"  # hash of dvc.lock (summary aside): a parent's pipeline state
+CHANGES_TAG = "mambaprune.changes"  # "prune.ratio 0.5→0.7": what differs from the baseline params
+NOTE_TAG = "mlflow.note.content"  # MLflow's run/experiment description (markdown)
+
+# What the MLflow UI (3.x) opens on. The experiment page's landing tab follows the "workflow type": the URL's
+# ``workflowType`` parameter, else the browser's stored choice, else ``genai`` (the GenAI overview). So the URL
+# that ``ui_url`` prints carries ``workflowType=machine_learning``. The experiment-kind tag is what MLflow
+# 3.0-3.x without the workflow switch read instead; it is set too. ``viewStateShareKey`` names an experiment tag
+# ``mlflow.sharedViewState.<key>`` holding the runs table's columns and the comparison charts (README
+# "Comparing runs").
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+VIEW_KEY = "mambaprune-compare-v1"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+COMPARE_METRICS = ("test_acc", "test_acc_drop", "params", "param_reduction", "speedup")
+COMPARE_PARAMS = ("prune.method", "prune.target", "prune.ratio")
 
 _sessions: dict[tuple[str, str], tuple[object, str]] = {}  # (uri, experiment) -> (MlflowClient, experiment id)
 _warned: set[str] = set()
@@ -86,6 +107,60 @@ def lock_path(root: Path | str | None = None) -> Path:
         db = Path(uri[len("sqlite:///"):])
         return db.with_name(f".{db.name}.lock")
     return repo_root(root) / ".mlflow.lock"
+
+
+def comparison_view() -> dict:
+    """The MLflow runs page's view state (the shape the UI's "Share" button stores in an experiment tag): the
+    runs table with the headline metrics, the params that usually vary and what changed against the baseline as
+    columns, every run shown in the charts, and charts that compare experiments: accuracy against parameters and
+    against the ratio, the headline bars, and a parallel-coordinates plot."""
+    section = "mambaprune-comparison"
+
+    def chart(uuid: str, kind: str, **fields) -> dict:
+        return {"uuid": uuid, "type": kind, "runsCountToCompare": 100, "metricSectionId": section,
+                "deleted": False, "isGenerated": False, **fields}
+
+    def axis(key: str, kind: str = "METRIC") -> dict:
+        return {"key": key, "type": kind}
+
+    charts = [
+        chart("mp-acc-vs-params", "SCATTER", xaxis=axis("params"), yaxis=axis("test_acc")),
+        chart("mp-acc-vs-ratio", "SCATTER", xaxis=axis("prune.ratio", "PARAM"), yaxis=axis("test_acc")),
+        *(chart(f"mp-bar-{m}", "BAR", metricKey=m) for m in ("test_acc", "param_reduction", "speedup")),
+        chart("mp-parallel", "PARALLEL", selectedParams=["prune.method", "prune.ratio"],
+              selectedMetrics=["params", "param_reduction", "test_acc"], showAllRuns=False),
+    ]
+    columns = [*(f"metrics.`{k}`" for k in COMPARE_METRICS), *(f"params.`{k}`" for k in COMPARE_PARAMS),
+               f"tags.`{CHANGES_TAG}`"]
+    return {
+        "selectedColumns": columns,
+        "columnOrder": columns,  # the table groups them by kind (metrics, params, tags); this orders each group
+        "columnWidths": {f"tags.`{CHANGES_TAG}`": 320},
+        "runsHiddenMode": "SHOW_ALL",
+        "compareRunCharts": charts,
+        "compareRunSections": [{"uuid": section, "name": "Compare experiments", "display": True,
+                                "isReordered": False, "deleted": False, "isGenerated": False}],
+        "isAccordionReordered": False,
+        "hideEmptyCharts": True,
+    }
+
+
+def experiment_tags() -> dict[str, str]:
+    """Tags every mambaprune experiment carries (set at creation and on an existing experiment)."""
+    return {
+        EXPERIMENT_KIND_TAG: EXPERIMENT_KIND,
+        VIEW_TAG: json.dumps(comparison_view(), separators=(",", ":")),
+        NOTE_TAG: ("One row per DVC experiment (parent run; its stages are child runs). Columns and charts: "
+                   "open the URL `make ui` prints. `mambaprune.changes` says what differs from the baseline "
+                   "params.yaml."),
+    }
+
+
+def ui_url(root: Path | str | None = None, port: int = 5000) -> str:
+    """The MLflow UI's URL of this repo's runs table with the comparison view (sets the experiment up first)."""
+    _, exp_id = _session(root)
+    return (f"http://127.0.0.1:{port}/#/experiments/{exp_id}/runs"
+            f"?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}")
 
 
 # ----------------------------------------------------------------------------------------------- identity
@@ -360,15 +435,19 @@ def _session(root: Path | str | None = None):
 
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    tags = experiment_tags()
     with _lock(root):
         client = MlflowClient(tracking_uri=uri)
         exp = client.get_experiment_by_name(name)  # first DB access: creates/migrates the schema
         if exp is None:
-            exp_id = client.create_experiment(name, artifact_location=artifact_location(root))
+            exp_id = client.create_experiment(name, artifact_location=artifact_location(root), tags=tags)
         else:
             exp_id = exp.experiment_id
             if exp.lifecycle_stage == LifecycleStage.DELETED:
                 client.restore_experiment(exp_id)
+            for key, value in tags.items():  # an experiment made before these tags, or by an older version
+                if exp.tags.get(key) != value and not (key == NOTE_TAG and key in exp.tags):  # keep a user's note
+                    client.set_experiment_tag(exp_id, key, value)
     _sessions[(uri, name)] = (client, exp_id)
     return client, exp_id
 
@@ -386,14 +465,24 @@ def _base_tags(commit: str | None) -> dict[str, str]:
     return tags
 
 
-def _parent(client, exp_id: str, root: Path | str | None, commit: str | None):
-    """Find the parent run by its key tag, or create it; under the lock so two stages never make two."""
+def _parent(client, exp_id: str, root: Path | str | None, commit: str | None, state: str | None = None):
+    """Find the parent run by its key tag, or create it; under the lock so two stages never make two.
+
+    ``state`` (the summary stage's ``pipeline_state``): a plain ``dvc repro`` whose stages all were up to date
+    (none ran, so none made the parent) reuses the latest parent with the same state instead of adding an
+    empty one. A ``dvc exp run`` always gets its own parent: it is its own row in ``dvc exp show`` too.
+    """
     key = parent_key().replace("'", "_")  # the key goes into a filter string
     with _lock(root):
         found = client.search_runs([exp_id], f"tags.`{PARENT_KEY_TAG}` = '{key}'", max_results=1,
                                    order_by=["attributes.start_time ASC"])
         if found:
             return found[0]
+        if state and key.startswith("repro:"):
+            same = client.search_runs([exp_id], f"tags.`{STATE_TAG}` = '{state}'", max_results=1,
+                                      order_by=["attributes.start_time DESC"])
+            if same:
+                return same[0]
         tags = {PARENT_KEY_TAG: key, "mambaprune.kind": "parent", **_base_tags(commit)}
         return client.create_run(exp_id, tags=tags, run_name=_parent_name(key, commit))
 
@@ -479,16 +568,24 @@ def summarize(root: Path | str | None, params: Mapping, final_metrics: Mapping,
     """For the always-run summary stage: params, final metrics and artifacts on the PARENT run, then
     the parent ends FINISHED. Runs even when DVC restored every other stage from its run-cache (those
     log nothing). Relative artifact paths keep their folder (``plots/x.png`` -> ``plots/``).
-    Returns the parent run id, or None when untracked.
+
+    The parent also gets what differs from the baseline params (tag ``mambaprune.changes`` and, with the
+    headline numbers, its description) and the pipeline state. A repro that reran nothing adds no parent and
+    changes nothing: it finds the earlier parent of the same state (``_parent``), which has these results and
+    the description of its time. Params and dvc.lock are read from the cwd. Returns the parent run id, or None
+    when untracked.
     """
     if not enabled():
         return None
     try:
         client, exp_id = _session(root)
-        commit = git_commit(root)
-        parent = _parent(client, exp_id, root, commit)
+        commit, state, changes = git_commit(root), pipeline_state(), params_changes(root)
+        parent = _parent(client, exp_id, root, commit, state=state)
+        if parent.data.tags.get(PARENT_KEY_TAG) != parent_key().replace("'", "_"):
+            return parent.info.run_id  # an earlier parent with these very results: it has them all already
         run = Run(client, parent.info.run_id, params=parent.data.params)
-        run.set_tags({"mambaprune.summarized": "1", **_base_tags(commit)})
+        run.set_tags({"mambaprune.summarized": "1", **_base_tags(commit), CHANGES_TAG: changes,
+                      NOTE_TAG: describe_run(changes, final_metrics, commit), **({STATE_TAG: state} if state else {})})
     except Exception as e:
         _warn(f"MLflow setup failed ({type(e).__name__}: {e}); summary not tracked", once="setup")
         return None
@@ -501,3 +598,88 @@ def summarize(root: Path | str | None, params: Mapping, final_metrics: Mapping,
     if run.enabled:
         run.end("FINISHED")
     return run.run_id
+
+
+# ----------------------------------------------------------------------------------------------- what changed
+def pipeline_state(lock: Path | str = "dvc.lock") -> str | None:
+    """A hash of ``dvc.lock`` without the always-run summary stage: the params, code and outputs every other
+    stage ran with. Equal states = equal results, whoever produced them. None without a readable lock file."""
+    import hashlib
+
+    import yaml
+
+    try:
+        stages = dict(yaml.safe_load(Path(lock).read_text())["stages"])
+    except (OSError, TypeError, KeyError, yaml.YAMLError):
+        return None
+    stages.pop("summary", None)
+    return hashlib.sha256(json.dumps(stages, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def baseline_params(root: Path | str | None = None) -> dict | None:
+    """params.yaml as committed at the baseline: ``DVC_EXP_BASELINE_REV`` under ``dvc exp run``, else HEAD.
+    Read through git from the cwd, then the repo root (a queued run's temp copy may lack the commit); None
+    without git or without the file at that commit."""
+    import yaml
+
+    rev = os.environ.get("DVC_EXP_BASELINE_REV") or "HEAD"
+    for where in dict.fromkeys((Path.cwd(), repo_root(root))):
+        try:
+            out = subprocess.run(["git", "show", f"{rev}:./params.yaml"], cwd=where, capture_output=True,
+                                 text=True, timeout=10, check=True)
+            return yaml.safe_load(out.stdout) or {}
+        except (OSError, subprocess.SubprocessError, yaml.YAMLError):
+            continue
+    return None
+
+
+def _yaml_value(v: object) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return str(v).lower()
+    return json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+
+
+def describe_changes(baseline: Mapping, current: Mapping) -> str:
+    """``"prune.ratio 0.5→0.7, prune.method refill→rsst"``: every flattened key whose value differs, in key
+    order (an added key: ``key (new) 3``, a removed one: ``key removed``); ``"no change"`` when none does."""
+    def leaves(d: Mapping) -> dict:  # an emptied section shows as its removed keys, not as a new leaf `{}`
+        return {k: v for k, v in flatten(d).items() if not (isinstance(v, Mapping) and not v)}
+
+    old, new = leaves(baseline), leaves(current)
+    parts = []
+    for key in sorted(old.keys() | new.keys()):
+        if key not in old:
+            parts.append(f"{key} (new) {_yaml_value(new[key])}")
+        elif key not in new:
+            parts.append(f"{key} removed")
+        elif old[key] != new[key]:
+            parts.append(f"{key} {_yaml_value(old[key])}→{_yaml_value(new[key])}")
+    return ", ".join(parts) or "no change"
+
+
+def params_changes(root: Path | str | None = None, params_file: Path | str = "params.yaml") -> str:
+    """``describe_changes`` of the cwd's params.yaml against ``baseline_params``."""
+    import yaml
+
+    baseline = baseline_params(root)
+    if baseline is None:
+        return "no git baseline"
+    try:
+        current = yaml.safe_load(Path(params_file).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return "params.yaml unreadable"
+    return describe_changes(baseline, current)
+
+
+def describe_run(changes: str, metrics: Mapping, commit: str | None) -> str:
+    """A parent run's description (markdown): what changed, against which commit, and the headline."""
+    def num(key: str, fmt: str) -> str:
+        value = _as_float(metrics.get(key))
+        return "n/a" if value is None else format(value, fmt)
+
+    return (f"**{changes}** (vs params.yaml at {(commit or 'no git')[:7]})\n\n"
+            f"test acc {num('test_acc', '.4f')} (dense {num('dense_test_acc', '.4f')}), "
+            f"params {num('params', ',.0f')} ({num('param_reduction', '.1%')} fewer), "
+            f"FLOPs {num('flop_reduction', '.1%')} fewer, speedup {num('speedup', '.2f')}x")

@@ -8,6 +8,7 @@ Pruning methods plug in through *hooks*: any object with any of
     loss_term(model, progress) -> Tensor | None    added to the loss (its gradient is clipped with the loss's)
     after_backward(model, progress)                after backward and clipping, before the step (edit .grad;
                                                    a penalty gradient added here escapes clipping, as RSST's)
+    on_fit_start(total_steps)                      once before training (also on resume): the number of steps
     after_step(model, progress, lr)                after the optimizer step (edit weights, e.g. a proximal step)
     on_epoch_end(epoch, record)                    may add keys to the epoch record
 where progress = (global_step + 1) / total_steps ∈ (0, 1].
@@ -49,8 +50,8 @@ CUDA_CHECK_EVERY = 16
 CPU_CHECK_EVERY = 1
 CUDA_COMMIT_EVERY_S = 60.0  # on CUDA the resume checkpoint is written at most this often (a kill loses less)
 
-__all__ = ["TrainingError", "EpochCallback", "resolve_device", "build_optimizer", "lr_at", "evaluate", "accuracy_of",
-           "history_csv", "fit"]
+__all__ = ["TrainingError", "EpochCallback", "resolve_device", "share_cpu_cores", "build_optimizer", "lr_at",
+           "evaluate", "accuracy_of", "history_csv", "fit"]
 
 EpochCallback = Callable[[list[dict], nn.Module], None]  # (history so far, model) -> None; see the docstring
 
@@ -64,7 +65,38 @@ def resolve_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and device.index is None:  # the current device: a DDP launcher sets it per rank
         device = torch.device("cuda", torch.cuda.current_device())
+    if device.type == "cpu":
+        share_cpu_cores()
     return device
+
+
+def share_cpu_cores() -> int:
+    """Give this process the cores ÷ the number of DVC queue workers running on the machine; return its threads.
+
+    ``dvc queue start -j N`` runs N experiments at once, and each stage's torch would start one thread per core:
+    on 2 cores, 2 workers ran ~2x slower than one after the other and corrupted each other's timings. Only a
+    stage run by the queue (in DVC's temp copy, ``<DVC_ROOT>/.dvc/tmp/exps/``) is changed, so ``dvc repro`` and
+    ``dvc exp run`` keep their results whatever else runs; one worker changes nothing; ``OMP_NUM_THREADS`` wins.
+    """
+    root = os.environ.get("DVC_ROOT")
+    queued = bool(root) and Path.cwd().resolve().is_relative_to(Path(root).resolve() / ".dvc" / "tmp" / "exps")
+    workers = _queue_workers() if queued else 0
+    if workers > 1 and not os.environ.get("OMP_NUM_THREADS"):
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        torch.set_num_threads(max(1, cores // workers))
+    return torch.get_num_threads()
+
+
+def _queue_workers() -> int:
+    """Running ``dvc exp queue-worker`` processes (one per ``-j``), read from /proc; 0 where there is none."""
+    count = 0
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        count += b"exp" in argv and b"queue-worker" in argv
+    return count
 
 
 def build_optimizer(model: nn.Module, cfg: TrainCfg, lr: float, capturable: bool = False) -> torch.optim.Optimizer:
@@ -220,6 +252,7 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: TrainCfg, epochs: int, 
                             "training data")
     total_steps = epochs * steps_per_epoch
     warmup_steps = min(total_steps, round(cfg.warmup_epochs * steps_per_epoch))
+    call_hooks(hooks, "on_fit_start", total_steps)
     rank0, ddp = distributed.is_main(), distributed.is_distributed()
     no_graph = graph_mode_reason(cfg.cuda_graph, device, ddp, hooks, cfg.optimizer)
     if no_graph and rank0 and (cfg.cuda_graph == "on" or device.type == "cuda"):

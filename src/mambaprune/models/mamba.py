@@ -4,8 +4,9 @@ Mamba: Gu & Dao, "Mamba: Linear-Time Sequence Modeling with Selective State Spac
 Vision Mamba (bidirectional option): Zhu et al., "Vision Mamba" (ICML 2024).
 
 Shapes follow the reference design so parameter counts compare exactly (mamba_small: 16,488,394 for
-10 classes). Every prunable width is a constructor argument (``ssm_widths``, ``mlp_widths``: one entry
-per block), so a pruned model is the same class built with smaller widths.
+10 classes). Every prunable width is a constructor argument (``ssm_widths``, ``mlp_widths``, ``d_states``: one
+entry per block; ``embed_dim``), so a pruned model is the same class built with smaller widths. ``d_state`` stays
+the dense state size; ``d_states`` (default: ``d_state`` in every block) is what each block really has.
 
 Δ initialisation: the reference has no Δ bias parameter. To start dt log-uniform in [1e-3, 1e-1]
 without adding parameters, each scan direction holds a fixed per-channel buffer ``dt_bias`` =
@@ -49,6 +50,23 @@ class SelectiveSSM(nn.Module):
         dt = torch.exp(torch.rand(d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
         self.register_buffer("dt_bias", _inverse_softplus(dt))
         self.scan_impl = "auto"
+        self._A_cache: tuple | None = None  # (A_log version key, A) for eager inference, see ``A``
+
+    def A(self) -> torch.Tensor:
+        """A = -exp(A_log) in fp32 (d_inner, d_state).
+
+        Eager inference (autograd off, not compiling, not capturing a CUDA graph) reuses the A computed from the
+        same A_log (same version counter, storage and dtype), which saves two kernel launches per direction and block
+        on the host. An edit through ``A_log.data`` bypasses the version counter: edit weights in place under
+        ``torch.no_grad()`` instead (as optimizers and ``load_state_dict`` do)."""
+        A_log = self.A_log
+        if (torch.is_grad_enabled() or torch.compiler.is_compiling()
+                or (A_log.is_cuda and torch.cuda.is_current_stream_capturing())):
+            return -torch.exp(A_log.float())
+        key = (A_log._version, A_log.data_ptr(), A_log.dtype, A_log.device)
+        if self._A_cache is None or self._A_cache[0] != key:
+            self._A_cache = (key, -torch.exp(A_log.float()))
+        return self._A_cache[1]
 
     def conv_silu(self, x: torch.Tensor) -> torch.Tensor:
         """SiLU(causal depthwise conv) on (b, l, d_inner): a fused Triton kernel along with the Triton scan (no
@@ -64,8 +82,7 @@ class SelectiveSSM(nn.Module):
         """x, z: (b, l, d_inner) → gated scan output (b, l, d_inner)."""
         x = self.conv_silu(x)
         delta, B, C = self.x_proj(x).split([self.d_inner, self.d_state, self.d_state], dim=-1)
-        A = -torch.exp(self.A_log.float())
-        return selective_scan(x, delta, A, B, C, self.D, z=z, delta_bias=self.dt_bias, impl=self.scan_impl)
+        return selective_scan(x, delta, self.A(), B, C, self.D, z=z, delta_bias=self.dt_bias, impl=self.scan_impl)
 
 
 class MambaMixer(nn.Module):
@@ -179,7 +196,8 @@ class VisionMamba(nn.Module):
     def __init__(self, img_size: int = 32, patch_size: int = 4, in_chans: int = 3, num_classes: int = 10,
                  embed_dim: int = 192, depth: int = 24, d_state: int = 16, d_conv: int = 4,
                  ssm_widths: list[int] | None = None, mlp_widths: list[int] | None = None,
-                 bidirectional: bool = False, norm_mean=None, norm_std=None, drop_path_rate: float = 0.0):
+                 bidirectional: bool = False, norm_mean=None, norm_std=None, drop_path_rate: float = 0.0,
+                 d_states: list[int] | None = None):
         super().__init__()
         if img_size % patch_size:
             raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
@@ -188,6 +206,9 @@ class VisionMamba(nn.Module):
         if len(ssm_widths) != depth or len(mlp_widths) != depth:
             raise ValueError(f"ssm_widths and mlp_widths need {depth} entries (one per block), "
                              f"got {len(ssm_widths)} and {len(mlp_widths)}")
+        d_states = list(d_states) if d_states is not None else [d_state] * depth
+        if len(d_states) != depth or any(int(n) < 1 for n in d_states):
+            raise ValueError(f"d_states needs {depth} entries (one state size >= 1 per block), got {d_states}")
         if norm_mean is None:
             norm_mean = CIFAR_MEAN if in_chans == 3 else (0.5,) * in_chans
         if norm_std is None:
@@ -199,6 +220,7 @@ class VisionMamba(nn.Module):
         self.config = dict(img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=num_classes,
                            embed_dim=embed_dim, depth=depth, d_state=d_state, d_conv=d_conv,
                            ssm_widths=[int(w) for w in ssm_widths], mlp_widths=[int(w) for w in mlp_widths],
+                           d_states=[int(n) for n in d_states],
                            bidirectional=bool(bidirectional), norm_mean=[float(m) for m in norm_mean],
                            norm_std=[float(s) for s in norm_std], drop_path_rate=float(drop_path_rate))
         self.num_classes, self.num_features = num_classes, embed_dim
@@ -210,8 +232,8 @@ class VisionMamba(nn.Module):
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
         rates = [drop_path_rate * i / max(1, depth - 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
-            Block(embed_dim, di, hm, d_state, d_conv, bidirectional, dp)
-            for di, hm, dp in zip(ssm_widths, mlp_widths, rates)
+            Block(embed_dim, di, hm, n, d_conv, bidirectional, dp)
+            for di, hm, n, dp in zip(ssm_widths, mlp_widths, d_states, rates)
         )
         self.norm = nn.LayerNorm(embed_dim)
         self.head = nn.Linear(embed_dim, num_classes)
@@ -225,6 +247,10 @@ class VisionMamba(nn.Module):
     @property
     def mlp_widths(self) -> list[int]:
         return [blk.mlp.fc1.out_features for blk in self.blocks]
+
+    @property
+    def d_states(self) -> list[int]:
+        return [blk.mixer.ssm[0].d_state for blk in self.blocks]
 
     def set_scan_impl(self, impl: str) -> None:
         for m in self.modules():

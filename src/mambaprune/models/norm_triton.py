@@ -31,6 +31,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .scan_triton import eager_inference
+
 __all__ = ["add_layer_norm_triton"]
 
 BLOCK_M, WARPS = 4, 4  # rows per block and warps per program (the feature dim is one power-of-two block)
@@ -62,18 +64,21 @@ def _add_norm_fwd_kernel(r_ptr, x_ptr, w_ptr, b_ptr, rout_ptr, y_ptr, mean_ptr, 
 
 @triton.jit
 def _add_norm_bwd_kernel(r_ptr, w_ptr, mean_ptr, rstd_ptr, dy_ptr, drout_ptr, dr_ptr, dx_ptr, dw_ptr, db_ptr,
-                         M, DIM, blocks_per_program, HAS_DROUT: tl.constexpr, HAS_DX: tl.constexpr,
+                         M, DIM, PER_PROGRAM: tl.constexpr, HAS_DROUT: tl.constexpr, HAS_DX: tl.constexpr,
                          BM: tl.constexpr, BN: tl.constexpr):
-    """A program walks ``blocks_per_program`` consecutive row blocks and accumulates its dweight/dbias share
-    in registers, so the partial sums are (programs, DIM) rather than (row blocks, DIM)."""
+    """A program walks ``PER_PROGRAM`` consecutive row blocks and accumulates its dweight/dbias share
+    in registers, so the partial sums are (programs, DIM) rather than (row blocks, DIM). The count is a constexpr:
+    Triton 3.6's interpreter cannot use a runtime integer argument as a loop bound under NumPy >= 2.4 (its
+    ``__index__`` calls ``int()`` on a 1-element array: "only 0-dimensional arrays can be converted to Python
+    scalars"); one compiled variant per count (4 at mamba_small's 65,536 rows)."""
     pid = tl.program_id(0)
     cols = tl.arange(0, BN)
     mc = cols < DIM
     w = tl.load(w_ptr + cols, mask=mc, other=0.0).to(tl.float32)
     dw_acc = tl.zeros((BM, BN), tl.float32)
     db_acc = tl.zeros((BM, BN), tl.float32)
-    for i in range(blocks_per_program):
-        rows = (pid * blocks_per_program + i) * BM + tl.arange(0, BM)
+    for i in range(PER_PROGRAM):
+        rows = (pid * PER_PROGRAM + i) * BM + tl.arange(0, BM)
         mr = rows < M
         m = mr[:, None] & mc[None, :]
         offs = rows[:, None].to(tl.int64) * DIM + cols[None, :]
@@ -102,19 +107,26 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(-1, t.shape[-1]).contiguous()
 
 
+def _launch_fwd(resid, branch, weight, bias, eps, out_dtype):
+    """(normed rows, new residual rows, mean, rstd) from one launch of the forward kernel."""
+    dim = resid.shape[-1]
+    r = _rows(resid)
+    x = _rows(branch) if branch is not None else r
+    rout = torch.empty_like(r, dtype=torch.result_type(resid, branch)) if branch is not None else r
+    y = torch.empty_like(r, dtype=out_dtype)
+    mean = torch.empty(r.shape[0], device=r.device, dtype=torch.float32)
+    rstd = torch.empty_like(mean)
+    _add_norm_fwd_kernel[(triton.cdiv(r.shape[0], BLOCK_M),)](
+        r, x, weight, bias, rout, y, mean, rstd, r.shape[0], dim, eps,
+        HAS_BRANCH=branch is not None, BM=BLOCK_M, BN=triton.next_power_of_2(dim), num_warps=WARPS)
+    return y, rout, mean, rstd
+
+
 class _AddLayerNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, resid, branch, weight, bias, eps, out_dtype):
-        shape, dim = resid.shape, resid.shape[-1]
-        r = _rows(resid)
-        x = _rows(branch) if branch is not None else r
-        rout = torch.empty_like(r, dtype=torch.result_type(resid, branch)) if branch is not None else r
-        y = torch.empty_like(r, dtype=out_dtype)
-        mean = torch.empty(r.shape[0], device=r.device, dtype=torch.float32)
-        rstd = torch.empty_like(mean)
-        _add_norm_fwd_kernel[(triton.cdiv(r.shape[0], BLOCK_M),)](
-            r, x, weight, bias, rout, y, mean, rstd, r.shape[0], dim, eps,
-            HAS_BRANCH=branch is not None, BM=BLOCK_M, BN=triton.next_power_of_2(dim), num_warps=WARPS)
+        shape = resid.shape
+        y, rout, mean, rstd = _launch_fwd(resid, branch, weight, bias, eps, out_dtype)
         ctx.save_for_backward(rout, weight, mean, rstd)
         ctx.shape, ctx.has_branch = shape, branch is not None
         ctx.dtypes = (resid.dtype, branch.dtype if branch is not None else None, bias.dtype)
@@ -142,8 +154,8 @@ class _AddLayerNorm(torch.autograd.Function):
         db_part = torch.empty_like(dw_part)
         _add_norm_bwd_kernel[(grid,)](
             rout, weight, mean, rstd, dy, drout if drout is not None else dy, dr, dx, dw_part, db_part, M, dim,
-            per_program, HAS_DROUT=drout is not None, HAS_DX=needs_dx, BM=BLOCK_M, BN=triton.next_power_of_2(dim),
-            num_warps=WARPS)
+            PER_PROGRAM=per_program, HAS_DROUT=drout is not None, HAS_DX=needs_dx, BM=BLOCK_M,
+            BN=triton.next_power_of_2(dim), num_warps=WARPS)
         dweight, dbias = dw_part.sum(0).to(weight.dtype), db_part.sum(0).to(bias_dtype)
         dbranch = dx.view(ctx.shape) if ctx.has_branch else None
         return dr.view(ctx.shape), dbranch, dweight, dbias, None, None
@@ -152,7 +164,11 @@ class _AddLayerNorm(torch.autograd.Function):
 def add_layer_norm_triton(resid: torch.Tensor, branch: torch.Tensor | None, weight: torch.Tensor,
                           bias: torch.Tensor, eps: float, out_dtype: torch.dtype):
     """LayerNorm(resid + branch) in ``out_dtype`` and the new residual ``resid + branch`` (in their promoted dtype),
-    as ``(normed, new_resid)``; with ``branch=None``, LayerNorm(resid) and ``resid`` itself."""
+    as ``(normed, new_resid)``; with ``branch=None``, LayerNorm(resid) and ``resid`` itself. Eager inference
+    launches the kernel directly (no autograd.Function: less host work, the same kernel)."""
+    if eager_inference(resid, branch, weight, bias):
+        y, rout, _, _ = _launch_fwd(resid, branch, weight, bias, eps, out_dtype)
+        return y.view(resid.shape), (rout.view(resid.shape) if branch is not None else resid)
     if branch is None:
         return _AddLayerNorm.apply(resid, None, weight, bias, eps, out_dtype), resid
     return _AddLayerNorm.apply(resid, branch, weight, bias, eps, out_dtype)

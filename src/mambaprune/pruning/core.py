@@ -51,11 +51,13 @@ class Selection:
     @classmethod
     def from_keep(cls, config: Mapping, keep: Mapping[str, list[list[int]]], info: Mapping[str, dict]
                   ) -> Selection:
-        """From kept indices per kind and block (a block keeping every unit becomes None) and per-kind info,
-        whose ``warnings`` lists are gathered, prefixed with their kind."""
+        """From kept indices per kind and layer (a layer keeping every unit becomes None; ``embed``, one layer for
+        the whole model, becomes one kept list) and per-kind info, whose ``warnings`` lists are gathered, prefixed
+        with their kind."""
         plan: Plan = {kind: None for kind in KINDS}
-        for kind, blocks in keep.items():
-            plan[kind] = [None if len(k) == w else list(k) for k, w in zip(blocks, widths(config, kind), strict=True)]
+        for kind, layers in keep.items():
+            entries = [None if len(k) == w else list(k) for k, w in zip(layers, widths(config, kind), strict=True)]
+            plan[kind] = entries[0] if kind == "embed" else entries
         warnings = [f"{kind}: {w}" for kind in keep for w in info[kind].get("warnings", [])]
         return cls(plan, dict(info), warnings)
 

@@ -1,9 +1,22 @@
 """Unit importance criteria: one score per prunable unit, one small function per criterion.
 
 A criterion is ``fn(model, kind, grads, generator) -> list[Tensor]``: one 1-D float64 CPU tensor per
-block, of that block's width, higher = more important. Which tensor slices make up a unit comes only from
-``units.unit_matrices`` (buffers such as ``dt_bias`` excluded), so every criterion scores the same
-coupled group that pruning removes. Adding a criterion = adding one function to ``CRITERIA``.
+layer (per block; one layer for ``embed``), of that layer's width, higher = more important. Which tensor slices
+make up a unit comes only from ``units.unit_matrices`` (buffers such as ``dt_bias`` excluded), so every
+criterion scores the same coupled group that pruning removes. Adding a criterion = adding one function to
+``CRITERIA``.
+
+What is scored, per kind (``scored_matrices``):
+- ``ssm``, ``mlp``: every member entry of the unit (``units.py``), A_log rows included for SSM channels (there
+  every channel's A_log row starts equal, log(1..n)).
+- ``state`` n of a block: its B row and its C row of x_proj, in every scan direction (2·d_inner entries per
+  direction). Its A_log column is cut with it but not scored: A_log is log(−A), a decay rate, not a size (as in
+  Refill and RSST, see units.py), and A_log's column for state n starts at log(n + 1), 0 to 2.8 against
+  |w| ≈ 0.016 for x_proj entries at init, so with it in the mean every criterion would rank states by index.
+  B and C rows carry the state's size: zeroing either removes the state's contribution exactly.
+- ``embed`` channel c: every member entry over the whole model (patch embedding row and bias, positional
+  embedding column, every LayerNorm weight and bias, in_proj and fc1 columns, out_proj and fc2 rows, fc2 bias,
+  head column): in_chans·patch² + 1 + tokens + Σ_blocks (3·d_inner + 2·hidden + 5) + 2 + classes entries.
 
 - ``l1``: mean |w| over all the unit's entries (the reference scored only the out_proj column for SSM
   channels and fc1 row + fc2 column for MLP neurons; we use every member, as they are all removed).
@@ -21,9 +34,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .units import KINDS, unit_matrices, widths
+from .units import KINDS, double_counted, num_layers, unit_matrices, weight_matrices, widths
 
-__all__ = ["CRITERIA", "IMPORTANCES", "score_units", "accumulate_grads", "l1", "l2", "taylor", "random"]
+__all__ = ["CRITERIA", "IMPORTANCES", "score_units", "scored_matrices", "accumulate_grads", "l1", "l2", "taylor",
+           "random"]
 
 Criterion = Callable[[nn.Module, str, "dict[str, torch.Tensor] | None", torch.Generator], list[torch.Tensor]]
 
@@ -32,17 +46,28 @@ def _params(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach() for n, p in model.named_parameters()}
 
 
+def scored_matrices(state, config, kind: str, i: int) -> list[torch.Tensor]:
+    """Layer i's unit entries that the criteria score, as (W, k) matrices (see the module docstring): every
+    member's for ``ssm``/``mlp``/``embed``; for ``state`` the B and C rows of x_proj (A_log left out)."""
+    if kind == "state":
+        return weight_matrices(state, config, kind, i)
+    return unit_matrices(state, config, kind, i)
+
+
 def _per_unit(state, config, kind: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> list[torch.Tensor]:
-    """Mean of ``fn`` (elementwise, float64) over every member entry of each unit, block by block.
+    """Mean of ``fn`` (elementwise, float64) over every scored entry of each unit, layer by layer.
 
     A mean, not a sum: an SSM channel's x_proj column and row grow with the layer's width, so summed scores
     would make wider layers look more important in a global ranking (and already-pruned layers less).
+    Every entry counts once: x_proj[c, c], in both the column and the row of unit c, is subtracted once.
     """
     out = []
-    for i in range(config["depth"]):
-        mats = unit_matrices(state, config, kind, i)
-        entries = sum(m.shape[1] for m in mats)
-        out.append((sum(fn(m.double()).sum(dim=1) for m in mats) / entries).cpu())
+    for i in range(num_layers(config, kind)):
+        mats = scored_matrices(state, config, kind, i)
+        twice = double_counted(state, config, kind, i) if kind == "ssm" else []
+        entries = sum(m.shape[1] for m in mats) - len(twice)
+        total = sum(fn(m.double()).sum(dim=1) for m in mats) - sum(fn(d.double()) for d in twice)
+        out.append((total / entries).cpu())
     return out
 
 
@@ -68,6 +93,14 @@ def taylor(model: nn.Module, kind: str, grads, generator) -> list[torch.Tensor]:
 @torch.no_grad()
 def random(model: nn.Module, kind: str, grads, generator) -> list[torch.Tensor]:
     return [torch.rand(w, generator=generator, dtype=torch.float64) for w in widths(model.config, kind)]
+
+
+def _stream_seed(seed: int, kind: str) -> int:
+    """One random stream per (seed, kind), so random scores of different kinds are independent draws. SSM and MLP
+    keep the streams they had before the state and embed kinds existed (seed·2 + 0 | 1), so earlier random runs
+    reproduce; state and embed draw from a disjoint range."""
+    i = KINDS.index(kind)
+    return seed * 2 + i if i < 2 else (1 << 48) + seed * 2 + (i - 2)
 
 
 CRITERIA: dict[str, Criterion] = {"l1": l1, "l2": l2, "taylor": taylor, "random": random}
@@ -109,7 +142,7 @@ def accumulate_grads(model: nn.Module, calib: Iterable, max_batches: int = 4) ->
 def score_units(model: nn.Module, kind: str, importance: str, calib: Iterable | None = None,
                 calib_batches: int = 4, seed: int = 0, grads: dict[str, torch.Tensor] | None = None
                 ) -> list[torch.Tensor]:
-    """Per-block unit scores of ``kind`` ('ssm' | 'mlp') on the model's current weights.
+    """Per-layer unit scores of ``kind`` ('ssm' | 'mlp' | 'state' | 'embed') on the model's current weights.
 
     ``grads`` (from ``accumulate_grads``) lets several kinds share one calibration pass.
     """
@@ -123,6 +156,5 @@ def score_units(model: nn.Module, kind: str, importance: str, calib: Iterable | 
         if calib is None:
             raise ValueError(f"importance {importance!r} needs calibration batches: pass calib=<(x, y) batches>")
         grads = accumulate_grads(model, calib, calib_batches)
-    # one stream per (seed, kind): random SSM and MLP scores are independent draws
-    generator = torch.Generator().manual_seed(int(seed) * len(KINDS) + KINDS.index(kind))
+    generator = torch.Generator().manual_seed(_stream_seed(int(seed), kind))
     return CRITERIA[importance](model, kind, grads, generator)

@@ -3,9 +3,11 @@
 1. Global unstructured magnitude pruning of the trained weights of one unit kind (all blocks together)
    to weight density ``density``: the ``density`` share of largest-|w| entries survive.
 2. Per layer, n_eq = surviving weights / weights per unit: the width that many weights would fill.
-3. Keep int(n_eq + (units − n_eq) · fillback_rate) whole units — or the schedule's ``targets[i]`` when
-   given (the schedule fixes how many, refill decides which) — ranked by surviving-weight count
-   (``remain``) or by the unit's L1 magnitude (``magnitude``), then min_keep / round_to.
+3. Keep int(n + (units − n) · fillback_rate) whole units, n = n_eq — or the schedule's ``targets[i]`` when
+   given (the schedule fixes how many a round removes, refill decides which) — ranked by surviving-weight
+   count (``remain``) or by the unit's L1 magnitude (``magnitude``), then min_keep / round_to. So in every
+   case ``fillback_rate`` is the share of the units the layer would lose that come back (0: keep n, 1: keep
+   all), as in the seed.
 
 Which entries count as a unit's weights: ``units.weight_matrices`` — the coupling spec minus buffers (dt_bias)
 and minus A_log (see units.py).
@@ -35,6 +37,8 @@ def refill_select(model: torch.nn.Module, kind: str, density: float, fillback_ra
                   targets: list[int] | None, min_keep: int, round_to: int) -> tuple[list[list[int]], dict]:
     """Kept unit indices per block (sorted) and info; the model is not changed.
 
+    ``targets[i]``, when given, replaces n_eq as the count kept at ``fillback_rate`` 0 (see module docstring).
+
     ``density``: share of this kind's weights (of the model as it is now) that survive global magnitude
     pruning. info: ``threshold`` (largest pruned |w|; survivors are strictly above it), ``density``,
     and per layer ``layers[i]`` = dict(units, weights_per_unit, survivors, n_eq, n_keep).
@@ -56,10 +60,8 @@ def refill_select(model: torch.nn.Module, kind: str, density: float, fillback_ra
         alive = (r > threshold).sum(dim=1)
         survivors = int(alive.sum())
         n_eq = survivors / per_unit
-        if targets is not None:
-            n_keep = min(int(targets[i]), width)
-        else:
-            n_keep = round_width(int(n_eq + (width - n_eq) * fillback_rate), width, min_keep, round_to)
+        n = n_eq if targets is None else min(int(targets[i]), width)
+        n_keep = round_width(int(n + (width - n) * fillback_rate), width, min_keep, round_to)
         magnitude = r.sum(dim=1)
         if criterion == "remain":  # count first, magnitude breaks ties (stable sorts, last key first)
             order = magnitude.argsort(descending=True, stable=True)

@@ -1,23 +1,42 @@
-"""RSST: regularised structured sparse training (Growing Regularization, Wang et al., ICLR 2021).
+"""RSST: regularised structured sparse training (after Growing Regularization, GReg: Wang et al., "Neural
+Pruning via Growing Regularization", ICLR 2021).
 
-At the start of a round the units to remove are chosen; the round trains at FULL width with a penalty on
-those units' weight groups only, its strength λ growing with the round's progress and recomputed every
-step (``rsst_lambda``); at the end the groups are cut, their norms by then near zero.
+At the start of a round the units to remove are chosen; the round trains at FULL width while the weights of
+those units are pushed towards zero, harder as the round goes on; at the end they are cut, by then near zero,
+so the cut itself costs (almost) nothing.
 
-A unit's group is its entries in every member tensor (``weight_matrices``: the coupling spec without the
-dt_bias buffer and without A_log, whose value is no size — see units.py); D and the biases are in it.
-An entry shared by two members of the same unit (x_proj[c, c]: input column c and Δ row c) counts once
-per member. Penalties: ``group_l2`` = λ·Σ_g ||w_g||², ``group_lasso`` = λ·Σ_g ||w_g||₂.
+What is pushed: T, the entries of every member tensor of a target unit (``weight_members``: the coupling
+spec without the dt_bias buffer and without A_log, whose value is no size, see units.py); D and the biases
+are in it. Every entry counts once, also x_proj[c, c] (input column AND Δ row of unit c) and x_proj[j, k]
+of two target units.
 
-How the penalty acts (``update``):
-- ``gradient``: its gradient is added by ``after_backward`` after clipping (fp32, outside autocast), vectorised
-  per member tensor with ``index_select``, and goes through the optimizer. Under Adam(W) the update is
-  normalised, so a weight moves about lr per step however large λ is: with a small lr and a short round, a
-  group that starts large (D starts at 1) cannot reach zero.
-- ``decoupled``: after every optimizer step, ``after_step`` applies the penalty's proximal map with step size
-  lr (the current learning rate), like AdamW's decoupled weight decay: group_l2 scales each target group by
-  1 / (1 + 2·lr·λ); group_lasso by max(0, 1 − lr·λ / ||w_g||), which sets a group to exactly zero once its
-  norm is below lr·λ. λ·lr is then the shrink rate per step, whatever the optimizer.
+How (``update``, ``prune.rsst_update``):
+
+- ``decoupled`` (the default): after every optimizer step, every entry of T is multiplied by
+
+      f_t = F^(−s(t/N) / Σ_{u=1..N} s(u/N)),    t = 1..N, the round's steps,
+
+  with F = ``strength`` and s the schedule's shape (``schedule.rsst_shape``: exp (e^(p^k) − 1)/(e − 1),
+  poly p^k, linear p, constant 1). So ∏_t f_t = 1/F: **the penalty alone shrinks the target groups F-fold
+  by the cut**, whatever the lr, the optimizer or N (``schedule.rsst_shrink_factors``). f_t is the exact
+  proximal map of the group-L2 penalty c_t·||w_T||² at step 1, w ← w / (1 + 2c_t) with 1 + 2c_t = 1/f_t:
+  GReg's growing L2 penalty, its per-step strength set by the schedule rather than by lr × λ. Not by lr:
+  under a cosine schedule the lr at the end of a round is ~1 % of its peak, so a step of lr·λ fades exactly
+  when the schedule wants it strongest. What the data gradient adds back: under Adam(W) about lr per entry
+  per step, so a group of k entries cannot stay much above √k·lr_t·f_t/(1 − f_t) once the shrink is strong;
+  at the end of a round f_t is smallest (exp, k = 4: f_N = F^(−6.3/N)).
+- ``gradient``: the reference's form. λ(p)·penalty, λ(p) = ``strength``·s(p), its gradient added to
+  ``.grad`` after clipping (``after_backward``), so it goes through the optimizer: under Adam(W) a weight
+  then moves about lr per step however large λ is, and a short round at a small lr cannot bring a group
+  that starts large (D starts at 1) near zero. Penalties: ``group_l2`` = λ·||w_T||², ``group_lasso`` =
+  λ·Σ_g ||w_g|| (units g; x_proj[j, k] of two target units is in both groups).
+
+Growing regularization elsewhere, for comparison: GReg (github.com/MingSun-Tse/Regularization-Pruning,
+``pruner/reg_pruner.py``) adds reg·w to the gradient of the pruned groups under SGD at a constant lr (1e-3),
+raises reg by 1e-4 every 5 iterations up to 1, and prunes once the kept/pruned magnitude ratio passes 1000;
+Torch-Pruning's ``GrowingRegPruner`` adds reg·w to ``.grad`` of every group, reg growing by delta_reg ×
+standardised (1 − importance) at each ``update_reg()``. Both act through the optimizer's lr, as
+``gradient`` does; ``decoupled`` fixes the total shrink instead.
 """
 
 from __future__ import annotations
@@ -26,13 +45,13 @@ from collections.abc import Mapping
 
 import torch
 
-from .schedule import rsst_lambda
-from .units import KINDS, block_prefix, complement, weight_matrices, weight_members, width_of, widths
+from .schedule import rsst_lambda, rsst_shrink_factors
+from .units import KINDS, block_prefix, complement, double_counted, weight_matrices, weight_members, width_of, widths
 
-__all__ = ["RSST_PENALTIES", "RSST_UPDATES", "group_sq_norms", "group_norms", "scale_units", "RSSTRegularizer"]
+__all__ = ["RSST_PENALTIES", "RSST_UPDATES", "group_sq_norms", "group_norms", "target_masks", "RSSTRegularizer"]
 
 RSST_PENALTIES = ("group_l2", "group_lasso")
-RSST_UPDATES = ("gradient", "decoupled")
+RSST_UPDATES = ("decoupled", "gradient")
 
 
 def _state_and_config(model_or_state, config: Mapping | None) -> tuple[Mapping[str, torch.Tensor], Mapping]:
@@ -43,14 +62,21 @@ def _state_and_config(model_or_state, config: Mapping | None) -> tuple[Mapping[s
     return model_or_state, config
 
 
+def _wide(t: torch.Tensor) -> torch.Tensor:
+    """fp32 or wider: penalties and norms are summed outside autocast's bf16."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 def group_sq_norms(state: Mapping[str, torch.Tensor], config: Mapping, kind: str, i: int,
                    units: torch.Tensor) -> torch.Tensor:
-    """Squared L2 norm of each listed unit's group in block i (differentiable, fp32 or wider)."""
+    """Squared L2 norm of each listed unit's group in block i, every entry once (differentiable, fp32 or
+    wider): the sum over the member slices, less x_proj[c, c] once (``units.double_counted``)."""
     out = None
     for mat in weight_matrices(state, config, kind, i):
-        rows = mat.index_select(0, units.to(mat.device))
-        sq = rows.to(torch.promote_types(rows.dtype, torch.float32)).pow(2).sum(dim=1)
+        sq = _wide(mat.index_select(0, units.to(mat.device))).pow(2).sum(dim=1)
         out = sq if out is None else out + sq
+    for twice in double_counted(state, config, kind, i):
+        out = out - _wide(twice.index_select(0, units.to(twice.device))).pow(2)
     return out
 
 
@@ -59,41 +85,57 @@ def group_norms(model_or_state, config: Mapping | None, kind: str,
     """L2 norm of each listed unit's group, per block (detached)."""
     state, config = _state_and_config(model_or_state, config)
     with torch.no_grad():
-        return [group_sq_norms(state, config, kind, i, torch.as_tensor(u, dtype=torch.long)).sqrt()
+        return [group_sq_norms(state, config, kind, i, torch.as_tensor(u, dtype=torch.long)).clamp_min(0).sqrt()
                 for i, u in enumerate(block_units)]
 
 
 @torch.no_grad()
-def scale_units(params: Mapping[str, torch.Tensor], config: Mapping, kind: str, i: int, units: torch.Tensor,
-                factor: torch.Tensor) -> None:
-    """Multiply unit ``units[j]``'s entries in every member tensor by ``factor[j]``, in place, touching only
-    those slices (A_log and the dt_bias buffer are not weights: left alone). x_proj[c, c] belongs to two
-    members and is scaled by both."""
-    w = width_of(config, kind, i)
-    for m in weight_members(config, kind):
-        t = params[block_prefix(i) + m.name]
-        idx = m.offset * w + units.to(t.device)
-        shape = [1] * t.ndim
-        shape[m.dim] = -1
-        t.index_copy_(m.dim, idx, t.index_select(m.dim, idx) * factor.to(t).view(shape))
+def target_masks(params: Mapping[str, torch.Tensor], config: Mapping,
+                 targets: Mapping[str, list[torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """{tensor name: 0/1 mask of its entries in T, in the tensor's dtype}, T = the union of the target units'
+    groups (each entry once, however many target groups hold it); tensors without a target entry are left out."""
+    masks: dict[str, torch.Tensor] = {}
+    for kind, blocks in targets.items():
+        for i, units in enumerate(blocks):
+            if units.numel() == 0:
+                continue
+            w = width_of(config, kind, i)
+            for m in weight_members(config, kind):
+                name = block_prefix(i) + m.name
+                t = params[name]
+                mask = masks.setdefault(name, torch.zeros_like(t, memory_format=torch.contiguous_format))
+                mask.index_fill_(m.dim, m.offset * w + units.to(t.device), 1.0)
+    return masks
 
 
 class RSSTRegularizer:
-    """Training-loop hook applying λ(progress)·penalty of the target groups every step: as a gradient
-    (``after_backward``) or as a decoupled proximal step after the optimizer's (``after_step``), see ``update``.
+    """Training-loop hook that drives the target units' weights towards zero over one ``fit`` (see the module
+    docstring): ``on_fit_start`` learns the number of steps N, then every step either ``after_step``
+    (``decoupled``: multiply T by f_t) or ``after_backward`` (``gradient``: add λ(p)·penalty's gradient) acts.
 
-    ``remove``: {kind: [units to remove in block 0, ...]} for the round. ``lambda_trace`` holds the λ of
-    every call; ``on_epoch_end`` logs λ and the mean target / non-target group norms.
+    ``remove``: {kind: [units to remove in block 0, ...]} for the round. ``lambda_trace`` holds one λ per
+    step: the penalty's coefficient as applied (``gradient``), or the proximal one c_t, 1 + 2c_t = 1/f_t, of
+    every step of the round (``decoupled``); ``on_epoch_end`` logs the mean target / non-target group norms.
+
+    The decoupled update is ``graph_safe`` (see step.py): in a replayed CUDA graph ``progress`` is a 0-d device
+    tensor and f_t is looked up on the device, so the whole step stays one graph.
     """
 
     def __init__(self, model: torch.nn.Module, remove: Mapping[str, list[list[int]]], strength: float,
-                 schedule: str = "exp", exponent: float = 4.0, penalty: str = "group_l2", update: str = "gradient"):
+                 schedule: str = "exp", exponent: float = 4.0, penalty: str = "group_l2", update: str = "decoupled"):
         if penalty not in RSST_PENALTIES:
             raise ValueError(f"rsst penalty must be one of {', '.join(RSST_PENALTIES)}; got {penalty!r}")
         if update not in RSST_UPDATES:
             raise ValueError(f"rsst update must be one of {', '.join(RSST_UPDATES)}; got {update!r}")
+        if update == "decoupled" and penalty != "group_l2":
+            raise ValueError("the decoupled rsst update is the group_l2 penalty's proximal step; group_lasso "
+                             "works only with update 'gradient'")
+        if update == "decoupled":
+            rsst_shrink_factors(1, strength, schedule, exponent)  # validates F and the schedule now
+        else:
+            rsst_lambda(1.0, strength, schedule, exponent)  # validates the schedule now, not at step 1
         self.update = update
-        rsst_lambda(1.0, strength, schedule, exponent)  # validates the schedule now, not at step 1
+        self.graph_safe = update == "decoupled"
         self.model, self.config = model, dict(model.config)
         self.strength, self.schedule, self.exponent, self.penalty = strength, schedule, exponent, penalty
         self.targets: dict[str, list[torch.Tensor]] = {}
@@ -107,40 +149,68 @@ class RSSTRegularizer:
             self.targets[kind] = [torch.as_tensor(sorted(set(b)), dtype=torch.long) for b in blocks]
             self.others[kind] = [torch.as_tensor(complement(b, w), dtype=torch.long)
                                  for w, b in zip(kind_widths, blocks)]
-        self.lambda_trace: list[float] = []
+        self._trace: list[float] = []  # λ of each gradient step
+        self.factors: list[float] | None = None  # f_t of each step (decoupled), set by on_fit_start
+        self._factor_table: torch.Tensor | None = None  # the same on the weights' device, for graph replays
+        self._masks: dict[str, torch.Tensor] | None = None
         self._device = torch.device("cpu")
 
     def _params(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         params = dict(model.named_parameters())
         device = next(iter(params.values())).device
-        if self._device != device:  # index tensors live where the weights are: no per-step host copies
+        if self._device != device:  # index tensors and masks live where the weights are: no per-step copies
             self.targets = {k: [u.to(device) for u in v] for k, v in self.targets.items()}
+            self._masks = self._factor_table = None
             self._device = device
+        if self._masks is None:
+            self._masks = target_masks(params, self.config, self.targets)
         return params
 
-    def _step_lambda(self, progress: float) -> float:
-        """λ(progress), recorded in ``lambda_trace`` (one entry per training step, whichever update)."""
-        lam = rsst_lambda(progress, self.strength, self.schedule, self.exponent)
-        self.lambda_trace.append(lam)
-        return lam
+    def on_fit_start(self, total_steps: int) -> None:
+        """``fit`` says how many optimizer steps N the round takes (the same after a resume)."""
+        if self.update == "decoupled":
+            self.factors = rsst_shrink_factors(total_steps, self.strength, self.schedule, self.exponent)
+            self._factor_table = None
+
+    @property
+    def lambda_trace(self) -> list[float]:
+        if self.update == "decoupled":
+            return [(1.0 / f - 1.0) / 2.0 for f in self.factors or ()]
+        return self._trace
+
+    def step_factor(self, progress):
+        """f_t of the step at ``progress`` = t/N (``decoupled``): a float, or a 0-d device tensor when
+        ``progress`` is one (a replayed CUDA graph: no host read)."""
+        if self.factors is None:
+            raise RuntimeError("RSSTRegularizer: call on_fit_start(total_steps) before the first step")
+        n = len(self.factors)
+        if isinstance(progress, torch.Tensor):
+            if self._factor_table is None or self._factor_table.device != progress.device:
+                self._factor_table = torch.tensor(self.factors, dtype=torch.float32, device=progress.device)
+            t = (progress * n).round().long().clamp(1, n) - 1
+            return self._factor_table.index_select(0, t.reshape(1)).reshape(())  # a kernel, no host read
+        return self.factors[min(max(round(progress * n), 1), n) - 1]
 
     def penalty_value(self, model: torch.nn.Module) -> torch.Tensor | None:
-        """Σ over target groups of ||w_g||² (group_l2) or ||w_g||₂ (group_lasso), without λ."""
+        """||w_T||² (group_l2) or Σ_g ||w_g||₂ (group_lasso), without λ; None without targets."""
         params = self._params(model)
+        if not self._masks:
+            return None
+        if self.penalty == "group_l2":
+            return sum(_wide(params[n] * m).pow(2).sum() for n, m in self._masks.items())
         total = None
         for kind, blocks in self.targets.items():
             for i, units in enumerate(blocks):
-                if units.numel() == 0:
-                    continue
-                sq = group_sq_norms(params, self.config, kind, i, units)
-                # clamp: the gradient of ||w|| at exactly 0 is taken as 0, not NaN
-                term = sq.sum() if self.penalty == "group_l2" else sq.clamp_min(1e-30).sqrt().sum()
-                total = term if total is None else total + term
+                if units.numel():
+                    # clamp: the gradient of ||w|| at exactly 0 is taken as 0, not NaN
+                    term = group_sq_norms(params, self.config, kind, i, units).clamp_min(1e-30).sqrt().sum()
+                    total = term if total is None else total + term
         return total
 
     def penalty_term(self, model: torch.nn.Module, progress: float) -> torch.Tensor | None:
         """λ(progress)·penalty, differentiable; records λ in ``lambda_trace`` (one entry per step)."""
-        lam = self._step_lambda(progress)
+        lam = rsst_lambda(progress, self.strength, self.schedule, self.exponent)
+        self._trace.append(lam)
         value = self.penalty_value(model)
         return None if value is None else lam * value
 
@@ -161,22 +231,18 @@ class RSSTRegularizer:
 
     @torch.no_grad()
     def after_step(self, model: torch.nn.Module, progress: float, lr: float) -> None:
-        """``decoupled`` update: the penalty's proximal map at step size ``lr`` on every target group."""
+        """``decoupled`` update: multiply every entry of T by this step's f_t (lr is not used)."""
         if self.update != "decoupled":
             return
-        lam = self._step_lambda(progress)
+        f = self.step_factor(progress)
         params = self._params(model)
-        for kind, blocks in self.targets.items():
-            for i, units in enumerate(blocks):
-                if units.numel() == 0:
-                    continue
-                if self.penalty == "group_l2":
-                    factor = torch.full(units.shape, 1.0 / (1.0 + 2.0 * lr * lam), dtype=torch.float64,
-                                        device=units.device)  # no per-step host copies on CUDA
-                else:
-                    norms = group_sq_norms(params, self.config, kind, i, units).sqrt()
-                    factor = (1.0 - lr * lam / norms.clamp_min(1e-30)).clamp_min(0.0)
-                scale_units(params, self.config, kind, i, units, factor)
+        if not self._masks:  # nothing to remove this round
+            return
+        # p ← p · (1 + (f − 1)·mask): three multi-tensor kernels for all tensors (not three per tensor); entries
+        # outside T are multiplied by exactly 1
+        scales = torch._foreach_mul(list(self._masks.values()), f - 1.0)
+        torch._foreach_add_(scales, 1.0)
+        torch._foreach_mul_([params[name] for name in self._masks], scales)
 
     def norms(self) -> dict[str, float]:
         """Mean group norm of the target units and of all other units (over the targeted kinds)."""
@@ -190,6 +256,8 @@ class RSSTRegularizer:
 
     def on_epoch_end(self, epoch: int, record: dict) -> None:
         n = self.norms()
-        record["rsst_lambda"] = self.lambda_trace[-1] if self.lambda_trace else 0.0
+        if self.update == "gradient":
+            record["rsst_lambda"] = self._trace[-1] if self._trace else 0.0
         record["rsst_target_norm"] = n["target"]
         record["rsst_other_norm"] = n["other"]
+        record["rsst_target_other_ratio"] = n["target"] / n["other"] if n["other"] else float("nan")
