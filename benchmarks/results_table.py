@@ -20,7 +20,13 @@ from mambaprune.plots import png_scatter
 from mambaprune.records import write_csv
 
 ROW_ORDER = ("refill", "rsst", "magnitude-l1", "random", "mlp50")
-ADDED_SINCE_THE_RUNS = {"prune.rsst_update": "gradient"}  # the only update that existed when they ran
+# keys added after the runs, with the behaviour the rows had: the only RSST update that existed, eager steps, no
+# augmentation beyond crop and flip, no stochastic depth
+ADDED_SINCE_THE_RUNS = {"prune.rsst_update": "gradient", "train.cuda_graph": False,  # YAML for off
+                        "model.drop_path": 0.0,
+                        "train.auto_augment": "none", "train.randaugment_ops": 2, "train.randaugment_magnitude": 9,
+                        "train.random_erasing": 0.0, "train.mixup_alpha": 0.0, "train.cutmix_alpha": 0.0,
+                        "train.mix_prob": 1.0}
 
 
 def load(path: Path) -> dict:

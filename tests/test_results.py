@@ -69,3 +69,21 @@ def test_several_seeds_give_mean_and_half_range(table, tmp_path, monkeypatch, ca
     refill = next(line for line in out.splitlines() if line.startswith("| refill"))
     assert "| 78.50% ± 0.50% (n=2) |" in rsst
     assert "(n=" not in refill.split("|")[2]
+
+
+def test_recipe_dense_row_is_what_the_recipe_and_its_json_say():
+    """The README's recipe row: the saved params are recipes/cifar10.yaml applied, and its numbers are the JSON's."""
+    from mambaprune.recipes import load_recipe
+
+    row = ROOT / "results" / "cifar10-jpg-recipe" / "dense"
+    saved = yaml.safe_load((row / "params.yaml").read_text())
+    for key, value in load_recipe(ROOT / "recipes" / "cifar10.yaml").items():
+        section, leaf = key.split(".")
+        if key.startswith(("prune.", "finetune.", "evaluate.")):
+            continue  # not used by prepare/pretrain
+        assert saved[section][leaf] == value, key
+    metrics = json.loads((row / "pretrain.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    val, test = f"{metrics['val_acc'] * 100:.2f} %", f"{metrics['test_acc'] * 100:.2f} %"
+    assert f"**{val}** | **{test}**" in readme
+    assert f"{test} test, {val} val" in readme
