@@ -29,8 +29,18 @@ ADDED_SINCE_THE_RUNS = {"prune.rsst_update": "gradient", "train.cuda_graph": Fal
                         "train.mix_prob": 1.0}
 
 
+# metric names the stages wrote before the one vocabulary (counting.size_report, speed.speed_report): an older
+# results folder still reads; ``flop_ratio`` was dense/final FLOPs (> 1), ``flop_reduction`` is 1 - final/dense
+RENAMED = {"throughput_img_s": "img_per_s", "dense_throughput_img_s": "dense_img_per_s", "sparsity": "param_reduction"}
+
+
 def load(path: Path) -> dict:
-    return json.loads(path.read_text())
+    """A stage's metrics JSON under the current names (older names translated, see ``RENAMED``)."""
+    record = {RENAMED.get(k, k): v for k, v in json.loads(path.read_text()).items()}
+    if "flop_ratio" in record:
+        del record["flop_ratio"]
+        record["flop_reduction"] = 1.0 - record["flops"] / record["dense_flops"]
+    return record
 
 
 def flat(tree: dict, prefix: str = "") -> dict:

@@ -87,3 +87,28 @@ def test_recipe_dense_row_is_what_the_recipe_and_its_json_say():
     val, test = f"{metrics['val_acc'] * 100:.2f} %", f"{metrics['test_acc'] * 100:.2f} %"
     assert f"**{val}** | **{test}**" in readme
     assert f"{test} test, {val} val" in readme
+
+
+def test_results_written_under_the_old_metric_names_give_the_same_table(table, tmp_path, monkeypatch, capsys):
+    """Results folders from before the one vocabulary (flop_ratio = dense/final, throughput_img_s, sparsity) still
+    read: the table from them is the table from the committed (renamed) JSON, line for line."""
+    monkeypatch.chdir(ROOT)
+    outputs = []
+    for name, old_names in (("new", False), ("old", True)):
+        shutil.copytree(RESULTS, tmp_path / name)
+        for path in (tmp_path / name).glob("*/*.json"):
+            m = json.loads(path.read_text())
+            if old_names and "flop_reduction" in m and path.name == "evaluate.json":
+                m["flop_ratio"] = m["dense_flops"] / m["flops"]
+                del m["flop_reduction"]
+                m["throughput_img_s"], m["dense_throughput_img_s"] = m.pop("img_per_s"), m.pop("dense_img_per_s")
+            if old_names and path.name.startswith("prune_"):
+                m["sparsity"] = m.pop("param_reduction")
+            path.write_text(json.dumps(m))
+        monkeypatch.setattr(sys, "argv", ["results_table.py", str(tmp_path / name)])
+        table.main()
+        outputs.append(capsys.readouterr().out)
+    assert "fewer" in outputs[0] and outputs[0] == outputs[1]
+    for new in (tmp_path / "new").glob("*/*.json"):  # every record reads the same, not only the table's columns
+        a, b = table.load(new), table.load(tmp_path / "old" / new.parent.name / new.name)
+        assert a.pop("flop_reduction", 0.0) == pytest.approx(b.pop("flop_reduction", 0.0), abs=1e-6) and a == b
