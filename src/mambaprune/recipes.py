@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from .config import ConfigError, load_params, parse_params
+from .records import atomic_write
 
 __all__ = ["load_recipe", "apply_recipe", "dvc_set_args"]
 
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     if args.apply:
-        Path(args.apply).write_text(yaml.safe_dump(new, sort_keys=False))
+        atomic_write(args.apply, lambda f: f.write(yaml.safe_dump(new, sort_keys=False).encode()))
     else:
         print(" ".join(shlex.quote(a) for a in dvc_set_args(settings)))
 
