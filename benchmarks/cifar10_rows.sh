@@ -6,6 +6,7 @@
 #
 #   ROWS="dense refill rsst magnitude-l1 random mlp50" bash benchmarks/cifar10_rows.sh
 #   EXTRA="train.compile=true" ROWS="dense refill" bash benchmarks/cifar10_rows.sh # other settings on top of the base
+#   RECIPE=recipes/cifar10.yaml RESULTS=results/cifar10-jpg-recipe ROWS="rsst refill magnitude-l1" bash benchmarks/cifar10_rows.sh
 #   SEED=1 RESULTS=results/cifar10-jpg-seed1 bash benchmarks/cifar10_rows.sh     # another seed, for mean ± spread:
 #   python benchmarks/results_table.py results/cifar10-jpg results/cifar10-jpg-seed1
 #
@@ -23,12 +24,17 @@ PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-22}; ROUND_EPOCHS=${ROUND_EPOCHS:-3}; FINETUN
 if grep -q '^#' params.yaml || [ ! -f .cache/params.orig.yaml ]; then cp params.yaml .cache/params.orig.yaml; fi
 trap 'cp .cache/params.orig.yaml params.yaml' EXIT
 cp .cache/params.orig.yaml params.yaml
+if [ -n "${RECIPE:-}" ]; then  # a recipe file (recipes/cifar10.yaml) instead of the base settings below
+  python -m mambaprune.recipes "$RECIPE" --apply params.yaml
+  python benchmarks/set_params.py seed=$SEED train.device=cuda ${EXTRA:-}
+else
 python benchmarks/set_params.py seed=$SEED data.name=imagefolder data.root=.cache/cifar10-jpg data.img_size=32 \
   model.name=mamba_small model.embed_dim=null model.depth=null model.d_state=null \
   train.batch_size=512 train.lr=0.001 train.warmup_epochs=2 train.label_smoothing=0.1 train.crop_padding=4 \
   train.hflip=true train.device=cuda pretrain.epochs=$PRETRAIN_EPOCHS prune.epochs=$ROUND_EPOCHS \
   finetune.epochs=$FINETUNE_EPOCHS evaluate.batch_size=1024 evaluate.throughput_batch=1024 \
   evaluate.throughput_iters=10 ${EXTRA:-}
+fi
 cp params.yaml .cache/params.base.yaml
 timed() { local t0=$SECONDS; "$@"; echo "  [$*: $((SECONDS - t0)) s]"; }
 archive() { [ -z "${ARCHIVE:-}" ] || tar czf "$ARCHIVE" -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")"; }

@@ -19,7 +19,7 @@ def test_cifar10_recipe_applies_to_the_default_params():
     settings = load_recipe(ROOT / "recipes" / "cifar10.yaml")
     new = apply_recipe(base, settings)
     assert new["model"]["name"] == "mamba_small" and new["model"]["embed_dim"] is None
-    assert new["train"]["auto_augment"] == "trivialaugment" and new["train"]["cutmix_alpha"] == 1.0
+    assert new["train"]["auto_augment"] == "trivialaugment" and new["train"]["random_erasing"] == 0.25
     assert base["model"]["name"] == "mamba_tiny"  # the input is not modified
 
 
