@@ -80,12 +80,48 @@ def test_missing_and_invalid_yaml_files(tmp_path):
 
 
 def test_ratio_helpers_follow_target():
-    p = parse_params({"prune": {"target": "ssm", "ratio": 0.7, "mlp_ratio": 0.3}}).prune
+    p = parse_params({"prune": {"target": "ssm", "ratio": 0.7}}).prune
     assert (p.final_ratio("ssm"), p.final_ratio("mlp")) == (0.7, 0.0)
     p = parse_params({"prune": {"target": "both", "ratio": 0.7, "mlp_ratio": 0.3}}).prune
     assert (p.final_ratio("ssm"), p.final_ratio("mlp")) == (0.7, 0.3)
     p = parse_params({"prune": {"target": "mlp", "ratio": 0.7}}).prune
     assert (p.final_ratio("ssm"), p.final_ratio("mlp")) == (0.0, 0.7)
+
+
+@pytest.mark.parametrize("target,kinds", [("both", ("ssm", "mlp")), ("ssm+mlp", ("ssm", "mlp")),
+                                          ("state+ssm", ("ssm", "state")), ("embed", ("embed",)),
+                                          ("ssm + mlp+state+embed", ("ssm", "mlp", "state", "embed"))])
+def test_target_combinations_name_their_kinds(target, kinds):
+    p = parse_params({"prune": {"target": target, "ratio": 0.5}}).prune
+    assert p.kinds == kinds
+    assert {k: p.final_ratio(k) for k in ("ssm", "mlp", "state", "embed")} == {
+        k: 0.5 if k in kinds else 0.0 for k in ("ssm", "mlp", "state", "embed")}
+
+
+def test_per_kind_ratios_default_to_ratio():
+    p = parse_params({"prune": {"target": "ssm+mlp+state+embed", "ratio": 0.6, "mlp_ratio": 0.3,
+                                "state_ratio": 0.5, "embed_ratio": 0.25}}).prune
+    assert [p.final_ratio(k) for k in ("ssm", "mlp", "state", "embed")] == [0.6, 0.3, 0.5, 0.25]
+    p = parse_params({"prune": {"target": "state+embed", "ratio": 0.6, "state_ratio": 0.5}}).prune
+    assert [p.final_ratio(k) for k in ("ssm", "mlp", "state", "embed")] == [0.0, 0.0, 0.5, 0.6]
+
+
+@pytest.mark.parametrize("prune,message", [
+    ({"target": "ssm+attn"}, r"prune.target 'ssm\+attn': unknown kind 'attn'; use kinds from ssm, mlp, state, embed"),
+    ({"target": "ssm+"}, r"unknown kind ''"),
+    ({"target": "both+state"}, r"unknown kind 'both'"),
+    ({"target": "ssm+mlp+ssm"}, r"names ssm more than once"),
+    ({"target": "ssm+mlp", "state_ratio": 0.5},
+     r"prune.state_ratio is 0.5 but prune.target 'ssm\+mlp' does not prune state: add '\+state' to prune.target, "
+     r"or set prune.state_ratio to null"),
+    ({"target": "both", "embed_ratio": 0.25}, r"prune.embed_ratio is 0.25 .* does not prune embed"),
+    ({"target": "ssm", "mlp_ratio": 0.3}, r"prune.mlp_ratio is 0.3 but prune.target 'ssm' does not prune mlp"),
+    ({"target": "ssm+state", "state_ratio": 1.0}, r"prune.state_ratio must be in \[0.0, 1.0\), got 1.0"),
+    ({"target": "embed", "embed_ratio": -0.1}, r"prune.embed_ratio must be in \[0.0, 1.0\), got -0.1"),
+])
+def test_bad_target_combinations_fail_at_load(prune, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_params({"prune": prune})
 
 
 def test_round_index_walks_the_chain():
@@ -108,7 +144,8 @@ def test_choices_are_the_values_the_code_supports():
     import dataclasses
 
     from mambaprune import list_models
-    from mambaprune.pruning import IMPORTANCES, SCOPES, TARGETS
+    from mambaprune.config import PRUNE_KINDS
+    from mambaprune.pruning import IMPORTANCES, KINDS, SCOPES, TARGETS
     from mambaprune.pruning.refill import REFILL_CRITERIA
     from mambaprune.pruning.rsst import RSST_PENALTIES, RSST_UPDATES
     from mambaprune.pruning.schedule import RSST_SCHEDULES
@@ -117,7 +154,10 @@ def test_choices_are_the_values_the_code_supports():
         return set(next(f.metadata["choices"] for f in dataclasses.fields(cls) if f.name == name))
 
     assert choices(ModelCfg, "name") == set(list_models())
-    for name, supported in [("target", TARGETS), ("importance", IMPORTANCES), ("scope", SCOPES),
+    assert PRUNE_KINDS == KINDS  # prune.target's kinds are the pruning engine's
+    for target in TARGETS:
+        parse_params({"prune": {"target": target}})
+    for name, supported in [("importance", IMPORTANCES), ("scope", SCOPES),
                             ("refill_criterion", REFILL_CRITERIA), ("rsst_penalty", RSST_PENALTIES),
                             ("rsst_schedule", RSST_SCHEDULES), ("rsst_update", RSST_UPDATES)]:
         assert choices(PruneCfg, name) == set(supported), name

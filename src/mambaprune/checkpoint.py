@@ -165,7 +165,8 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", return_extra: b
 
 # ---------------------------------------------------------------------------------------------- compatibility
 _DATA_KEYS = ("img_size", "in_chans", "num_classes")
-_ARCH_KEYS = (*_DATA_KEYS, "patch_size", "embed_dim", "depth", "d_state", "d_conv", "bidirectional")
+_ARCH_KEYS = (*_DATA_KEYS, "patch_size", "depth", "d_state", "d_conv", "bidirectional")
+_WIDTH_KEYS = ("ssm_widths", "mlp_widths", "d_states", "embed_dim")  # what pruning changes (embed_dim included)
 
 
 def check_fits_data(model: nn.Module, path: Path, meta: Mapping) -> None:
@@ -178,9 +179,10 @@ def check_fits_data(model: nn.Module, path: Path, meta: Mapping) -> None:
 
 
 def check_same_arch(model: nn.Module, path: Path, ref: nn.Module, ref_path: Path, widths: bool = False) -> None:
-    """Refuse (CheckpointError) a checkpoint that is not the same network as ``ref`` (pruned widths aside,
-    unless ``widths``): e.g. a round's input left over from a run with another model.* size."""
-    keys = (*_ARCH_KEYS, "ssm_widths", "mlp_widths") if widths else _ARCH_KEYS
+    """Refuse (CheckpointError) a checkpoint that is not the same network as ``ref`` (pruned widths aside, the
+    embedding width and the per-block state sizes among them, unless ``widths``): e.g. a round's input left over
+    from a run with another model.* size."""
+    keys = (*_ARCH_KEYS, *_WIDTH_KEYS) if widths else _ARCH_KEYS
     diff = [f"{k} {model.config[k]} vs {ref.config[k]}" for k in keys if model.config[k] != ref.config[k]]
     if diff:
         raise CheckpointError(f"{path} and {ref_path} are not the same architecture ({', '.join(diff)}): they come "

@@ -17,11 +17,15 @@ import yaml
 
 from .errors import ConfigError
 
-__all__ = ["ConfigError", "Params", "DataCfg", "ModelCfg", "TrainCfg", "PretrainCfg", "PruneCfg",
-           "FinetuneCfg", "EvaluateCfg", "load_params", "parse_params"]
+__all__ = ["ConfigError", "PRUNE_KINDS", "target_kinds", "Params", "DataCfg", "ModelCfg", "TrainCfg", "PretrainCfg",
+           "PruneCfg", "FinetuneCfg", "EvaluateCfg", "load_params", "parse_params"]
 
 
 REWIND_EPOCHS = 5  # pretrain keeps snapshots of epochs 0..5 for `prune.rewind: epoch`
+# The unit kinds ``prune.target`` combines (``pruning.units.KINDS``; kept here so that loading params imports no
+# torch; tests/test_config.py checks they agree). ``both`` is the older name of ``ssm+mlp``.
+PRUNE_KINDS = ("ssm", "mlp", "state", "embed")
+_KIND_RATIOS = {"mlp": "mlp_ratio", "state": "state_ratio", "embed": "embed_ratio"}  # per-kind final ratios
 
 
 def _f(default, help: str, choices: tuple | None = None, lo=None, hi=None, lo_open=False, hi_open=False,
@@ -102,9 +106,14 @@ class PretrainCfg:
 @dataclass(frozen=True)
 class PruneCfg:
     method: str = _f("refill", "pruning method", choices=("magnitude", "refill", "rsst"))
-    target: str = _f("both", "unit kinds to prune", choices=("ssm", "mlp", "both"))
+    target: str = _f("both", "unit kinds to prune: any of ssm, mlp, state, embed joined with '+' (e.g. "
+                     "ssm+mlp+state); both = ssm+mlp")
     ratio: float = _f(0.5, "final fraction of units removed per targeted kind", lo=0.0, hi=1.0, hi_open=True)
     mlp_ratio: float | None = _f(None, "final MLP ratio; null = ratio", lo=0.0, hi=1.0, hi_open=True)
+    state_ratio: float | None = _f(None, "final ratio of SSM state dimensions (per block); null = ratio", lo=0.0,
+                                   hi=1.0, hi_open=True)
+    embed_ratio: float | None = _f(None, "final ratio of residual (embedding) channels; null = ratio", lo=0.0,
+                                   hi=1.0, hi_open=True)
     importance: str = _f("l1", "unit importance", choices=("l1", "l2", "taylor", "random"))
     scope: str = _f("global", "ranking scope", choices=("global", "layerwise"))
     min_keep: int = _f(8, "minimum units kept in any layer", lo=1, hi=65536)
@@ -131,12 +140,18 @@ class PruneCfg:
     rounds: dict = _f({"r1": "pretrained", "r2": "r1"}, "round -> checkpoint it starts from")
     last: str = _f("r2", "the round finetune starts from")
 
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The unit kinds ``target`` names, in ``PRUNE_KINDS`` order (``target_kinds``)."""
+        return target_kinds(self.target)
+
     def final_ratio(self, kind: str) -> float:
-        """Fraction of ``kind``'s original units removed after the last round: ``ratio`` (the MLP's own
-        ``mlp_ratio`` when set) for a targeted kind, 0 for the other."""
-        if self.target not in (kind, "both"):
+        """Fraction of ``kind``'s original units removed after the last round: for a targeted kind its own ratio
+        (``mlp_ratio``, ``state_ratio``, ``embed_ratio``) when set, else ``ratio``; 0 for a kind not targeted."""
+        if kind not in self.kinds:
             return 0.0
-        return self.mlp_ratio if kind == "mlp" and self.mlp_ratio is not None else self.ratio
+        own = getattr(self, _KIND_RATIOS[kind]) if kind in _KIND_RATIOS else None
+        return self.ratio if own is None else own
 
     @property
     def rewinds(self) -> bool:
@@ -259,6 +274,32 @@ def _build(cls, raw: Any, prefix: str):
     return cls(**kwargs)
 
 
+def target_kinds(target: str) -> tuple[str, ...]:
+    """The unit kinds of a ``prune.target``: kinds joined with '+' (any order, each once), or ``both`` (=
+    ssm+mlp) → tuple in ``PRUNE_KINDS`` order; ConfigError naming the bad part otherwise."""
+    if target == "both":
+        return ("ssm", "mlp")
+    parts = [part.strip() for part in str(target).split("+")]
+    allowed = f"use kinds from {', '.join(PRUNE_KINDS)} joined with '+', e.g. ssm+mlp+state (or both = ssm+mlp)"
+    unknown = [part for part in parts if part not in PRUNE_KINDS]
+    if unknown:
+        raise ConfigError(f"prune.target {target!r}: unknown kind {unknown[0]!r}; {allowed}")
+    repeated = sorted({part for part in parts if parts.count(part) > 1})
+    if repeated:
+        raise ConfigError(f"prune.target {target!r} names {', '.join(repeated)} more than once; {allowed}")
+    return tuple(kind for kind in PRUNE_KINDS if kind in parts)
+
+
+def _check_target(p: PruneCfg) -> None:
+    """``prune.target`` parses, and a per-kind ratio is set only for a kind it targets: a ratio for a kind that
+    is not pruned would do nothing, which is an error here rather than a run that silently ignores it."""
+    kinds = target_kinds(p.target)
+    for kind, key in _KIND_RATIOS.items():
+        if getattr(p, key) is not None and kind not in kinds:
+            raise ConfigError(f"prune.{key} is {getattr(p, key)!r} but prune.target {p.target!r} does not prune "
+                              f"{kind}: add '+{kind}' to prune.target, or set prune.{key} to null")
+
+
 def _check_rounds(p: PruneCfg) -> None:
     if not p.rounds:
         raise ConfigError("prune.rounds must name at least one round, e.g. {r1: pretrained}")
@@ -309,6 +350,7 @@ def _check_rsst(p: PruneCfg) -> None:
 def parse_params(raw: Any) -> Params:
     """Validate a params mapping (as read from YAML) into ``Params``."""
     params = _build(Params, raw, "")
+    _check_target(params.prune)
     _check_rounds(params.prune)
     _check_rewind(params)
     _check_rsst(params.prune)

@@ -22,7 +22,9 @@ from .units import KINDS, widths
 
 __all__ = ["TARGETS", "prune_model", "prune_selection"]
 
-TARGETS = ("ssm", "mlp", "both")  # the values of prune.target (config.PruneCfg.final_ratio maps them to kinds)
+# prune.target's one-word values; any '+'-joined combination of KINDS is one too (config.target_kinds parses it,
+# config.PruneCfg.final_ratio maps it to each kind's ratio)
+TARGETS = ("ssm", "mlp", "both", "state", "embed")
 
 
 def _choice(arg: str, value, allowed: tuple) -> None:

@@ -10,7 +10,10 @@
    all), as in the seed.
 
 Which entries count as a unit's weights: ``units.weight_matrices`` — the coupling spec minus buffers (dt_bias)
-and minus A_log (see units.py).
+and minus A_log (see units.py). For a state dimension: its B and C rows of x_proj in every scan direction; for a
+residual channel (``embed``): every member entry over the whole model, which is ONE layer, so "global" step 1 and
+the per-layer steps 2-3 coincide (fillback_rate is still the share of the channels the cut would remove that
+come back).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from .select import round_width
-from .units import weight_matrices
+from .units import num_layers, weight_matrices
 
 __all__ = ["refill_select", "REFILL_CRITERIA"]
 
@@ -26,11 +29,11 @@ REFILL_CRITERIA = ("remain", "magnitude")
 
 
 def _unit_rows(model: torch.nn.Module, kind: str) -> list[torch.Tensor]:
-    """Per block, |w| of every unit as one (W, k) matrix (all weight members side by side), detached."""
+    """Per layer, |w| of every unit as one (W, k) matrix (all weight members side by side), detached."""
     params = {n: p.detach() for n, p in model.named_parameters()}
     config = model.config
     return [torch.cat([m.abs().float() for m in weight_matrices(params, config, kind, i)], dim=1)
-            for i in range(config["depth"])]
+            for i in range(num_layers(config, kind))]
 
 
 def refill_select(model: torch.nn.Module, kind: str, density: float, fillback_rate: float, criterion: str,
@@ -49,7 +52,7 @@ def refill_select(model: torch.nn.Module, kind: str, density: float, fillback_ra
         raise ValueError(f"density and fillback_rate must be in [0, 1], got {density}, {fillback_rate}")
     rows = _unit_rows(model, kind)
     if targets is not None and len(targets) != len(rows):
-        raise ValueError(f"targets need {len(rows)} entries (one per block), got {len(targets)}")
+        raise ValueError(f"targets need {len(rows)} entries (one per layer), got {len(targets)}")
     flat = torch.cat([r.flatten() for r in rows])
     n_pruned = flat.numel() - int(round(density * flat.numel()))
     threshold = flat.kthvalue(n_pruned).values.item() if n_pruned > 0 else float("-inf")

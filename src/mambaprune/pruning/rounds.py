@@ -15,7 +15,17 @@ retrain — and differ only where the issue says they do:
   (``PruneCfg.rewinds``).
 
 Every method selects through the pruning core (``core.py``): ``choose_units`` turns the round's targets into
-a ``Selection`` (plan, info, warnings). ``fit`` is passed in (the stage binds data loaders, resume files and
+a ``Selection`` (plan, info, warnings).
+
+Unit kinds: those ``prune.target`` names (``ssm``, ``mlp``, ``state``, ``embed``; ``PruneCfg.kinds``), each with
+its own final ratio, reached by the same schedule. All three methods handle every kind: magnitude and RSST rank
+units by ``importance.py``'s criteria (how a state dimension and a residual channel are scored: its docstring);
+Refill's weights of a unit are ``units.weight_matrices`` (a state: its B and C rows; an embed channel: every
+member entry over the model, one layer, so both scopes give the same selection); RSST shrinks the groups of the
+removed states/channels like the others (for ``embed`` the cut still changes what the LayerNorms normalise over,
+so it is not free even when the removed channels are at zero: ``cost.py``). Every kind is chosen on the same
+incoming model, and the round's plan cuts them all at once; rewinding slices the rewind state by the composed
+plan of every kind. ``fit`` is passed in (the stage binds data loaders, resume files and
 tracking to it), so this module holds only the method logic.
 """
 
@@ -31,15 +41,15 @@ from .. import paths
 from ..config import PruneCfg
 from ..counting import size_report
 from .core import Selection, Targets, score, select
-from .plan import Plan, apply_plan, compose_plans, slice_state
+from .plan import Plan, apply_plan, compose_plans, layer_entries, slice_state
 from .refill import refill_select
 from .rsst import RSSTRegularizer, group_norms
 from .schedule import kept_fraction, round_targets
 from .select import floor_warnings, round_width
-from .units import complement, widths
+from .units import KINDS, complement, widths
 
 __all__ = ["FIT_TAGS", "RoundContext", "rewind_source", "round_ratios", "round_targets_of", "choose_units",
-           "norm_stats", "run_round", "cumulative_plan", "round_metrics", "lambda_points"]
+           "norm_stats", "run_round", "state_and_embed", "cumulative_plan", "round_metrics", "lambda_points"]
 
 # The tags ``fit`` runs under, in the order a stage runs them: pretrain and finetune train; a round retrains, or
 # (RSST) trains with the penalty and then recovers. Each tag has its own epoch CSV and resume file.
@@ -76,7 +86,7 @@ def rewind_source(cfg: PruneCfg) -> Path | None:
 def round_ratios(cfg: PruneCfg, round_index: int, num_rounds: int) -> dict[str, float]:
     """Cumulative fraction of the ORIGINAL units of each targeted kind removed after this round."""
     out = {}
-    for kind in ("ssm", "mlp"):
+    for kind in cfg.kinds:
         if (final := cfg.final_ratio(kind)) > 0:
             out[kind] = 1.0 - kept_fraction(final, round_index, num_rounds)
     return out
@@ -129,11 +139,12 @@ def _refill_selection(model, ctx: RoundContext, targets: Targets) -> Selection:
 
 
 def _removed(plan: Plan, config: Mapping) -> dict[str, list[list[int]]]:
+    """Per kind and layer (block; the one ``embed`` layer), the units ``plan`` removes from a model with
+    ``config``."""
     out = {}
-    for kind in ("ssm", "mlp"):
-        kind_widths = widths(config, kind)
-        entries = plan.get(kind) or [None] * len(kind_widths)
-        out[kind] = [[] if keep is None else complement(keep, w) for keep, w in zip(entries, kind_widths)]
+    for kind in KINDS:
+        entries = layer_entries(plan, kind, config)
+        out[kind] = [[] if keep is None else complement(keep, w) for keep, w in zip(entries, widths(config, kind))]
     return out
 
 
@@ -199,18 +210,25 @@ def run_round(model, ctx: RoundContext, fit: FitFn, evaluate: EvalFn) -> tuple[t
         record["train_history"] = fit(model, cfg.epochs, hooks=(), tag="retrain")
 
     record["after"] = evaluate(model)
-    record.update(size_report(model))
+    record.update(size_report(model), **state_and_embed(model))
     return model, plan, record
+
+
+def state_and_embed(model: torch.nn.Module) -> dict:
+    """The widths ``counting.size_report`` leaves out: per-block state sizes and the embedding width (the
+    names ``cost.accuracy_cost`` uses)."""
+    return {"d_states": list(model.config["d_states"]), "embed_dim": int(model.config["embed_dim"])}
 
 
 def round_metrics(model: torch.nn.Module, record: Mapping, dense: torch.nn.Module) -> dict:
     """What a round publishes (``metrics/prune_<round>.json``): val/test accuracy before the round, right before
     and right after the cut and at its end; the model's size against ``dense`` (``counting.size_report``); the
-    round's target ratios, its selection warnings and the group norms at the cut (with each kind's removed/kept
-    ratio, ``norm_stats``); for RSST the final λ and the λ schedule, thinned."""
+    round's target ratios (per targeted kind), its state sizes and embedding width (``state_and_embed``), its
+    selection warnings and the group norms at the cut (with each kind's removed/kept ratio, ``norm_stats``); for
+    RSST the final λ and the λ schedule, thinned."""
     metrics = {f"{k}_{phase}": record[phase][k] for phase in ("before", "before_cut", "after_cut", "after")
                for k in ("val_acc", "test_acc")}
-    metrics |= size_report(model, dense)
+    metrics |= size_report(model, dense) | state_and_embed(model)
     metrics |= {"norms_at_cut": record["norms_at_cut"], "target_ratios": record["target_ratios"],
                 "selection_warnings": record["warnings"]}
     if "lambda_trace" in record:

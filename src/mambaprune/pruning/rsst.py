@@ -8,7 +8,10 @@ so the cut itself costs (almost) nothing.
 What is pushed: T, the entries of every member tensor of a target unit (``weight_members``: the coupling
 spec without the dt_bias buffer and without A_log, whose value is no size, see units.py); D and the biases
 are in it. Every entry counts once, also x_proj[c, c] (input column AND Δ row of unit c) and x_proj[j, k]
-of two target units.
+of two target units. For a state dimension T holds its B and C rows of x_proj (every direction); for a residual
+channel (``embed``) every entry of its group over the model, LayerNorm weights and biases included: the channel
+then carries ~0 through the whole residual stream, but the LayerNorms still average over it until the cut, so
+an embed cut changes their statistics and is not free (``cost.py``).
 
 How (``update``, ``prune.rsst_update``):
 
@@ -46,7 +49,17 @@ from collections.abc import Mapping
 import torch
 
 from .schedule import rsst_lambda, rsst_shrink_factors
-from .units import KINDS, block_prefix, complement, double_counted, weight_matrices, weight_members, width_of, widths
+from .units import (
+    KINDS,
+    complement,
+    double_counted,
+    layer_prefix,
+    member_start,
+    weight_matrices,
+    weight_members,
+    width_of,
+    widths,
+)
 
 __all__ = ["RSST_PENALTIES", "RSST_UPDATES", "group_sq_norms", "group_norms", "target_masks", "RSSTRegularizer"]
 
@@ -101,10 +114,11 @@ def target_masks(params: Mapping[str, torch.Tensor], config: Mapping,
                 continue
             w = width_of(config, kind, i)
             for m in weight_members(config, kind):
-                name = block_prefix(i) + m.name
+                name = layer_prefix(kind, i) + m.name  # embed's names are absolute
                 t = params[name]
                 mask = masks.setdefault(name, torch.zeros_like(t, memory_format=torch.contiguous_format))
-                mask.index_fill_(m.dim, m.offset * w + units.to(t.device), 1.0)
+                # member_start: a state's B and C rows start after the block's Δ rows (d_inner of them)
+                mask.index_fill_(m.dim, member_start(m, config, i, w) + units.to(t.device), 1.0)
     return masks
 
 
