@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from mambaprune.config import target_kinds
 from mambaprune.plots import png_scatter
 from mambaprune.records import write_csv
 
@@ -71,7 +72,8 @@ def print_commands(settings: dict[str, list[str]]) -> None:
 
 def label(params_path: Path) -> str:
     p = yaml.safe_load(params_path.read_text())["prune"]
-    what = {"both": "SSM + MLP", "ssm": "SSM", "mlp": "MLP"}[p["target"]]
+    what = " + ".join({"ssm": "SSM", "mlp": "MLP", "state": "state", "embed": "embed"}[kind]
+                      for kind in target_kinds(p["target"]))  # both: SSM + MLP
     method = p["method"] if p["method"] != "magnitude" else f"magnitude ({p['importance']})"
     return f"{method}, {p['ratio']:.0%} {what}"
 

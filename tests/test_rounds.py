@@ -15,6 +15,7 @@ import torch
 
 import mambaprune
 from mambaprune import paths
+from mambaprune.checkpoint import load_checkpoint, save_checkpoint
 from mambaprune.config import DataCfg, PruneCfg, TrainCfg
 from mambaprune.counting import count_flops, count_params
 from mambaprune.data import make_loaders, prepare_data
@@ -500,3 +501,93 @@ def test_rounds_fit_under_the_tags_the_summary_orders_by():
     for method in ("magnitude", "rsst"):
         _run_rounds(_model(), PruneCfg(method=method, ratio=0.5, min_keep=1, round_to=1), 1, fit=fit)
     assert tags == ["retrain", "rsst", "recover"] and set(tags) <= set(FIT_TAGS)
+
+
+# ---------------------------------------------------------------- 7. the state and embed kinds in the rounds
+
+EVERY_KIND = "ssm+mlp+state+embed"
+
+
+@pytest.mark.parametrize("method", ["magnitude", "refill", "rsst"])
+def test_every_kind_follows_the_schedule_to_hand_computed_widths(method):
+    """Two rounds, layerwise, round_to = min_keep = 4, of ssm [64, 40], mlp [128, 72], 16 states, width 32. Kept
+    after round r of 2: (1 − ratio)^(r/2) of the base width, rounded half up to a multiple of 4:
+    ssm (0.5): 45.25 → 44, 28.28 → 28, then 32, 20; mlp (0.75): 64, 36, then 32, 18 → 20 (4.5 fours round up);
+    state (0.5): 11.31 → 12, then 8; embed (0.25): 27.71 → 28, then 24."""
+    cfg = PruneCfg(method=method, scope="layerwise", target=EVERY_KIND, ratio=0.5, mlp_ratio=0.75, state_ratio=0.5,
+                   embed_ratio=0.25, round_to=4, min_keep=4, rewind="none")
+    dense = _model(d_state=16, **WIDTHS)
+    base, dense_state = copy.deepcopy(dense.config), copy.deepcopy(dense.state_dict())
+    expected = {1: dict(ssm_widths=[44, 28], mlp_widths=[64, 36], d_states=[12, 12], embed_dim=28),
+                2: dict(ssm_widths=[32, 20], mlp_widths=[32, 20], d_states=[8, 8], embed_dim=24)}
+    plans_so_far: list = []
+
+    def check(r, model, plan, rec):
+        assert {k: model.config[k] for k in expected[r]} == expected[r], (method, r)
+        assert {k: rec[k] for k in expected[r]} == expected[r]
+        m = round_metrics(model, rec, dense)
+        assert {k: m[k] for k in expected[r]} == expected[r]
+        assert m["target_ratios"] == pytest.approx({"ssm": 1 - 0.5 ** (r / 2), "mlp": 1 - 0.25 ** (r / 2),
+                                                    "state": 1 - 0.5 ** (r / 2), "embed": 1 - 0.75 ** (r / 2)})
+        for kind in ("ssm", "mlp", "state", "embed"):  # each kind's removed/kept norms at the cut, as published
+            assert m["norms_at_cut"][f"{kind}_removed_kept_ratio"] == pytest.approx(
+                m["norms_at_cut"][f"{kind}_removed_norm_mean"] / m["norms_at_cut"][f"{kind}_kept_norm_mean"])
+        assert len(plan["embed"]) == expected[r]["embed_dim"] and all(k is not None for k in plan["state"])
+        # the model is the dense one sliced by the composed plan of every kind
+        plans_so_far.append(plan)
+        _assert_states_equal(model.state_dict(), slice_state(dense_state, base, cumulative_plan(plans_so_far))[0])
+
+    _run_rounds(dense, cfg, 2, on_round=check)
+    assert len(plans_so_far) == 2
+
+
+def test_every_kind_rounds_rewind_and_reload_exactly(digits, pretrained, tmp_path):
+    """Real rounds on digits with target ssm+mlp+state+embed and rewind to init: each retraining starts from init
+    sliced by the composed plan of every kind (exact), and the checkpoint rebuilds the model (state sizes, embed
+    width, plan history) with exactly its outputs. Layerwise, round_to 1: kept (1 − 0.5)^(r/2) of ssm 64, mlp 128,
+    4 states, and (1 − 0.25)^(r/2) of 32 channels: 45.25 → 45, 90.51 → 91, 2.83 → 3, 27.71 → 28; then 32, 64, 2,
+    24."""
+    from mambaprune.checkpoint import CheckpointError, load_matching
+
+    dense, init, _ = pretrained
+    base = copy.deepcopy(dense.config)
+    cfg = PruneCfg(method="magnitude", scope="layerwise", target=EVERY_KIND, ratio=0.5, embed_ratio=0.25,
+                   round_to=1, min_keep=1, rewind="init", epochs=1)
+    fit = RecordingFit(_real_fit(digits))
+    model, plans, records = _run_rounds(copy.deepcopy(dense), cfg, 2, fit=fit, evaluate=_fake_eval,
+                                        rewind_state=init)
+    assert [(r["ssm_widths"], r["mlp_widths"], r["d_states"], r["embed_dim"]) for r in records] == [
+        ([45, 45], [91, 91], [3, 3], 28), ([32, 32], [64, 64], [2, 2], 24)]
+    assert all("after_rewind" in r for r in records)
+    _assert_states_equal(fit.states[0], slice_state(init, base, plans[0])[0])
+    _assert_states_equal(fit.states[1], slice_state(init, base, cumulative_plan(plans))[0])
+    # sharp: round 2 cuts states and channels of its own, and init sliced by its plan alone is other weights
+    assert plans[1]["embed"] is not None and all(k is not None for k in plans[1]["state"])
+    wrong = slice_state(init, base, plans[1])[0]
+    assert any(wrong[k].shape != fit.states[1][k].shape or not torch.equal(wrong[k], fit.states[1][k])
+               for k in wrong)
+
+    path = save_checkpoint(model, tmp_path / "r2.pt", plans=plans)
+    loaded, extra = load_checkpoint(path, return_extra=True)
+    assert loaded.config == model.config and loaded.d_states == [2, 2] and loaded.config["embed_dim"] == 24
+    assert extra["plans"] == plans
+    x = next(iter(digits[1]))[0][:16]
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), loaded(x))
+    dense_path = save_checkpoint(dense, tmp_path / "pretrained.pt")
+    load_matching(path, dense, dense_path)  # the same network, its pruned widths (embed width too) aside
+    with pytest.raises(CheckpointError, match="embed_dim 24 vs 32"):
+        load_matching(path, dense, dense_path, widths=True)
+
+
+def test_rsst_shrinks_the_state_and_embed_groups_it_removes(digits, pretrained):
+    """RSST's decoupled shrink acts on every targeted kind's groups: at the cut the removed states' B/C rows and
+    the removed residual channels (every entry over the model) are ~0 next to the kept ones, as for ssm/mlp."""
+    dense = pretrained[0]
+    cfg = PruneCfg(method="rsst", scope="layerwise", target=EVERY_KIND, ratio=0.5, embed_ratio=0.25, round_to=2,
+                   min_keep=2, epochs=1)
+    _, plans, (rec,) = _run_rounds(copy.deepcopy(dense), cfg, 1, fit=_real_fit(digits), evaluate=_real_eval(digits))
+    n = rec["norms_at_cut"]
+    for kind in ("ssm", "mlp", "state", "embed"):
+        assert n[f"{kind}_removed_norm_mean"] < 0.01 * n[f"{kind}_kept_norm_mean"], (kind, n)
+    assert rec["d_states"] == [2, 2] and rec["embed_dim"] == 24
