@@ -56,6 +56,13 @@ def test_defaults_when_sections_are_missing():
     ({"prune": {"rounds": {"r1": "pretrained"}, "last": "r9"}}, "prune.last must be one of the rounds (r1)"),
     ({"prune": {"rounds": {}, "last": "r1"}}, "prune.rounds must name at least one round"),
     ({"prune": {"rounds": {"r1": "pretrained", "r2": "pretrained"}, "last": "r2"}}, "must form one chain"),
+    ({"evaluate": {"speed_modes": "eager"}}, "evaluate.speed_modes must be a non-empty list without repeats"),
+    ({"evaluate": {"speed_modes": []}}, "evaluate.speed_modes must be a non-empty list without repeats"),
+    ({"evaluate": {"speed_modes": ["one_call", "one_call"]}}, "evaluate.speed_modes must be a non-empty list"),
+    ({"evaluate": {"speed_modes": ["eager", "graph", "one_call"]}}, "evaluate.speed_modes must be a list, each one "
+     "of 'eager', 'compiled', 'one_call', got ['eager', 'graph', 'one_call']"),
+    ({"evaluate": {"speed_modes": ["eager", "compiled"]}}, "evaluate.speed_modes must include 'one_call' (the "
+     "headline speedup is the one-call path's"),
 ])
 def test_bad_values_give_one_clear_message(raw, message):
     with pytest.raises(ConfigError) as err:
@@ -161,6 +168,12 @@ def test_choices_are_the_values_the_code_supports():
                             ("refill_criterion", REFILL_CRITERIA), ("rsst_penalty", RSST_PENALTIES),
                             ("rsst_schedule", RSST_SCHEDULES), ("rsst_update", RSST_UPDATES)]:
         assert choices(PruneCfg, name) == set(supported), name
+
+
+def test_speed_modes_load_as_a_list():
+    assert parse_params({}).evaluate.speed_modes == ["eager", "one_call"]
+    modes = parse_params({"evaluate": {"speed_modes": ["one_call", "compiled"]}}).evaluate.speed_modes
+    assert modes == ["one_call", "compiled"]
 
 
 def test_params_yaml_holds_the_defaults():

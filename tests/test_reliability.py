@@ -144,6 +144,34 @@ def _check_min_keep_warning(d: Path, outcome: dict) -> None:
     assert len(metrics["selection_warnings"]) == 2
 
 
+def _round_metrics(d: Path, cuts: dict[str, tuple[float, float] | None]) -> None:
+    """Rounds r1 -> r2 -> ... with these (val accuracy before, after the cut) in their metrics (None: a record from
+    before the cut report), and the dense model standing in for the finetuned one."""
+    names = list(cuts)
+    _params(d, **{"prune.rounds": dict(zip(names, ["pretrained", *names[:-1]])), "prune.last": names[-1]})
+    for name, cut in cuts.items():
+        record = {"val_acc_before": 0.9} if cut is None else {"val_acc_before_cut": cut[0], "val_acc_after_cut": cut[1]}
+        (d / "metrics").mkdir(exist_ok=True)
+        (d / "metrics" / f"prune_{name}.json").write_text(json.dumps(record))
+    shutil.copy2(d / "models" / "pretrained.pt", d / "models" / "finetuned.pt")
+
+
+def _check_costly_cut_flagged(d: Path, outcome: dict) -> None:
+    """The round that lost 1.5 points is flagged (one warning line, the record, the count); those that lost 0.5
+    and exactly 1.0 are not. The speed record has every default mode; on CPU one_call says it ran eagerly."""
+    record = json.loads((d / "metrics" / "evaluate.json").read_text())
+    assert record["cut_cost"] == {"r1": 0.005, "r2": 0.015, "r3": 0.01}
+    assert record["costly_cuts"] == 1 and record["costly_cut_warnings"] == [
+        "r2: the cut lost 1.50 points of validation accuracy (97.00% -> 95.50%), more than 1"]
+    warnings = [line for line in outcome["stderr"].splitlines() if line.startswith("warning: r")]
+    assert warnings == ["warning: " + record["costly_cut_warnings"][0]], outcome["stderr"]
+    assert "costly cuts: 1 of 3 round(s)" in outcome["stdout"]
+    modes = record["speed_by_mode"]
+    assert list(modes) == ["eager", "one_call"]
+    assert modes["one_call"]["runs_as"] == "eager" and "no CUDA device" in modes["one_call"]["reason"]
+    assert record["speedup"] == modes["one_call"]["speedup"] > 0
+
+
 def _check_nan_stop(d: Path, outcome: dict) -> None:
     assert re.search(r"non-finite loss \((nan|-?inf)\) at epoch 1, step \d+/\d+", outcome["stderr"]), outcome["stderr"]
 
@@ -201,8 +229,14 @@ ROWS: dict[str, Row] = {
                               ready=True),
     "ckpt-missing-finetune": Row(["stages/finetune.py"], lambda d: None,
                                  ("models/r1.pt: checkpoint not found", "run the stage that writes it"), ready=True),
-    "ckpt-missing-evaluate": Row(["stages/evaluate.py"], lambda d: None,
+    "ckpt-missing-evaluate": Row(["stages/evaluate.py"],
+                                 _then(lambda d: _round_metrics(d, {"r1": (0.9, 0.9)}),
+                                       lambda d: (d / "models" / "finetuned.pt").unlink()),
                                  ("models/finetuned.pt: checkpoint not found",), ready=True),
+    "metrics-round-predates-cut-report": Row(["stages/evaluate.py"],
+                                             lambda d: _round_metrics(d, {"r1": (0.9, 0.9), "r2": None}),
+                                             ("round r2's metrics lack val_acc_before_cut, val_acc_after_cut",
+                                              "rerun the prune stages (dvc repro)"), ready=True),
     "ckpt-truncated": Row(["stages/prune.py", "r1"], _truncate,
                           ("models/pretrained.pt: truncated or corrupt checkpoint",
                            "restore it or re-run the stage that writes it"), ready=True),
@@ -239,6 +273,11 @@ ROWS: dict[str, Row] = {
                                           _set(**{"prune.ratio": 0.99, "prune.min_keep": 8,
                                                   "prune.method": "magnitude"}),
                                           (), ready=True, rc=0, check=_check_min_keep_warning),
+    # ---- evaluate flags a round whose cut lost more than 1 point: a warning, not a failure
+    "evaluate-flags-a-costly-cut": Row(["stages/evaluate.py"],
+                                       lambda d: _round_metrics(d, {"r1": (0.98, 0.975), "r2": (0.97, 0.955),
+                                                                    "r3": (0.96, 0.95)}),
+                                       (), ready=True, rc=0, check=_check_costly_cut_flagged),
     # ---- a diverging run: lr 10 * lr_scale 10 without clipping or warm-up goes NaN within the first epoch
     "train-non-finite-loss": Row(["stages/finetune.py"],
                                  _then(_copy_pretrained_to_r1,

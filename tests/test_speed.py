@@ -14,7 +14,7 @@ import torch
 import mambaprune
 from mambaprune import create_model
 from mambaprune.inference import StaticBatchRunner
-from mambaprune.speed import compare_modes, compare_throughput, speed_report, speedup_with_spread
+from mambaprune.speed import compare_modes, speed_report, speedup_with_spread
 from mambaprune.step import capture_cuda_graph
 from mambaprune.timing_history import baseline_flag, read_timings, record_timing, timing_key
 
@@ -26,12 +26,6 @@ def tiny(seed, **kw):
     return create_model("mamba_tiny", **{"embed_dim": 16, "depth": 1, "img_size": 8, **kw})
 
 
-def test_compare_throughput_measures_every_model():
-    rates = compare_throughput({"a": tiny(0), "b": tiny(1)}, batch=2, iters=2, device=CPU,
-                               rounds=2, cuda_graph=True)  # cuda_graph is a no-op on CPU
-    assert set(rates) == {"a", "b"} and all(r > 0 for r in rates.values())
-
-
 def test_compare_modes_on_cpu_times_every_model_and_mode():
     out = compare_modes({"dense": tiny(0), "pruned": tiny(1, ssm_widths=[16])}, batch=2, iters=2, device=CPU,
                         rounds=3)
@@ -39,10 +33,40 @@ def test_compare_modes_on_cpu_times_every_model_and_mode():
     for r in out["eager"].values():
         assert len(r["rates"]) == 3 and r["img_per_s"] == sorted(r["rates"])[1] > 0
         assert r["spread"] == pytest.approx((max(r["rates"]) - min(r["rates"])) / r["img_per_s"])
-    both = compare_modes({"a": tiny(0)}, batch=2, iters=1, device=CPU, modes=("eager", "one_call"), rounds=1)
-    assert set(both) == {"eager", "one_call"} and both["one_call"]["a"]["img_per_s"] > 0
+        assert r["runs_as"] == "eager" and r["reason"] is None
     with pytest.raises(ValueError, match="'eager', 'compiled', 'one_call'"):
         compare_modes({"a": tiny(0)}, batch=2, iters=1, device=CPU, modes=("graph",))
+
+
+def test_on_cpu_the_one_call_path_is_reported_as_fallen_back_to_eager_and_timed_once(monkeypatch):
+    """On CPU optimize_for_inference runs the eager model: the record says so (runs_as, reason), and beside the
+    eager mode it is not timed a second time (its figures are eager's); alone it is timed as what it is."""
+    from mambaprune import speed
+
+    calls = []
+    real = speed._runner
+
+    def counting_runner(model, mode, *args):
+        run = real(model, mode, *args)
+
+        def counted(x):
+            calls.append(mode)
+            return run(x)
+
+        for attr in ("mode", "reason"):
+            if hasattr(run, attr):
+                setattr(counted, attr, getattr(run, attr))
+        return counted
+
+    monkeypatch.setattr(speed, "_runner", counting_runner)
+    both = compare_modes({"a": tiny(0)}, batch=2, iters=3, device=CPU, modes=("eager", "one_call"), rounds=2)
+    one_call, eager = both["one_call"]["a"], both["eager"]["a"]
+    assert one_call["runs_as"] == "eager" and "CUDA" in one_call["reason"] and eager["reason"] is None
+    assert one_call["rates"] == eager["rates"] and calls.count("one_call") == 0  # not timed twice
+    assert calls.count("eager") == 1 + 2 * 3  # warm-up, then 2 rounds of 3 batches
+    calls.clear()
+    alone = compare_modes({"a": tiny(0)}, batch=2, iters=3, device=CPU, modes=("one_call",), rounds=2)
+    assert alone["one_call"]["a"]["runs_as"] == "eager" and calls.count("one_call") == 1 + 2 * 3
 
 
 def test_one_call_path_on_cpu_is_the_eager_model_and_says_why(capsys):
@@ -127,31 +151,73 @@ def test_speedup_is_the_median_of_per_round_ratios_with_their_spread():
     assert spread == pytest.approx((2.0 - 1.5) / 1.6)
 
 
+def _fake_modes(per_mode: dict, runs_as: dict | None = None):
+    """A stand-in for compare_modes: per mode, the dense and pruned per-round rates given."""
+    def fake(models, batch, iters, device, modes, rounds):
+        assert tuple(modes) == tuple(per_mode)
+        return {mode: {name: {"rates": r, "img_per_s": sorted(r)[len(r) // 2], "spread": 0.0,
+                              "runs_as": (runs_as or {}).get(mode, mode), "reason": None}
+                       for name, r in rates.items()}
+                for mode, rates in per_mode.items()}
+    return fake
+
+
 def test_speed_report_publishes_the_speedup_unless_the_dense_timing_is_off_its_history(monkeypatch, tmp_path):
-    """What the evaluate stage publishes: both rates (medians), the median per-round speedup and its spread, and
-    the dense rate checked against (then added to) its history; a disturbed dense timing withholds the speedup."""
+    """What the evaluate stage publishes: the headline mode's (one_call) rates (medians), the median per-round
+    speedup and its spread, and its dense rate checked against (then added to) its history; a disturbed dense
+    timing withholds the speedup of every mode."""
     from mambaprune import speed
 
-    rates = {"dense": [100.0, 50.0, 100.0], "pruned": [150.0, 100.0, 160.0]}
-    monkeypatch.setattr(speed, "compare_throughput", lambda *a, **kw: rates)
+    rates = {"eager": {"dense": [10.0, 10.0, 10.0], "pruned": [12.0, 11.0, 13.0]},
+             "one_call": {"dense": [100.0, 50.0, 100.0], "pruned": [150.0, 100.0, 160.0]}}
+    monkeypatch.setattr(speed, "compare_modes", _fake_modes(rates))
     dense, pruned, history = tiny(0), tiny(1), tmp_path / "timings.jsonl"
     report = speed_report(dense, pruned, 2, 1, CPU, history, rounds=3)
-    assert report == {"img_per_s": 150.0, "dense_img_per_s": 100.0, "speedup": 1.6,
-                      "speedup_spread": pytest.approx((2.0 - 1.5) / 1.6), "speed_flag": None,
-                      "threads": torch.get_num_threads()}
-    key = timing_key(dense, 2, CPU, cuda_graph=True)
-    assert read_timings(history, key) == [100.0]  # recorded for the next run's check
+    assert {k: v for k, v in report.items() if k != "speed_by_mode"} == {
+        "img_per_s": 150.0, "dense_img_per_s": 100.0, "speedup": 1.6,
+        "speedup_spread": pytest.approx((2.0 - 1.5) / 1.6), "speed_flag": None, "threads": torch.get_num_threads()}
+    assert report["speed_by_mode"]["eager"]["speedup"] == 1.2  # ratios 1.2, 1.1, 1.3
+    key = timing_key(dense, 2, CPU, cuda_graph=False)
+    assert read_timings(history, key) == [100.0]  # the headline mode's dense rate, recorded for the next run
     for _ in range(4):
         record_timing(history, key, 1000.0)  # the usual rate: this run's 100 img/s is 10x off
     report = speed_report(dense, pruned, 2, 1, CPU, history, rounds=3)
     assert report["speedup"] is None and "speedup is withheld" in report["speed_flag"]
+    assert [m["speedup"] for m in report["speed_by_mode"].values()] == [None, None]
     assert report["img_per_s"] == 150.0 and read_timings(history, key)[-1] == 100.0
+    with pytest.raises(ValueError, match="must include 'one_call'"):
+        speed_report(dense, pruned, 2, 1, CPU, history, modes=("eager",))
 
 
-def test_compare_throughput_per_round_gives_every_round():
-    rates = compare_throughput({"a": tiny(0), "b": tiny(1)}, batch=2, iters=1, device=torch.device("cpu"),
-                               rounds=3, per_round=True)
-    assert {k: len(v) for k, v in rates.items()} == {"a": 3, "b": 3}
+def test_three_mode_record_has_every_modes_figures(monkeypatch, tmp_path):
+    """Every mode gets the headline's names with its own figures (exact), plus what it ran as; the headline is
+    the one-call path's, its history key a CUDA graph's when it ran as one."""
+    from mambaprune import speed
+
+    rates = {"eager": {"dense": [10.0, 20.0, 10.0], "pruned": [15.0, 20.0, 11.0]},
+             "compiled": {"dense": [40.0, 40.0, 40.0], "pruned": [60.0, 50.0, 80.0]},
+             "one_call": {"dense": [90.0, 100.0, 110.0], "pruned": [270.0, 300.0, 330.0]}}
+    monkeypatch.setattr(speed, "compare_modes", _fake_modes(rates, runs_as={"one_call": "cuda_graph"}))
+    report = speed_report(tiny(0), tiny(1), 2, 1, CPU, tmp_path / "t.jsonl", modes=tuple(rates), rounds=3)
+    assert report["speed_by_mode"] == {
+        "eager": {"dense_img_per_s": 10.0, "img_per_s": 15.0, "speedup": 1.1,  # ratios 1.5, 1.0, 1.1
+                  "speedup_spread": pytest.approx(0.5 / 1.1), "runs_as": "eager", "reason": None},
+        "compiled": {"dense_img_per_s": 40.0, "img_per_s": 60.0, "speedup": 1.5,
+                     "speedup_spread": pytest.approx(0.75 / 1.5), "runs_as": "compiled", "reason": None},
+        "one_call": {"dense_img_per_s": 100.0, "img_per_s": 300.0, "speedup": pytest.approx(3.0),
+                     "speedup_spread": pytest.approx(0.0, abs=1e-12), "runs_as": "cuda_graph", "reason": None},
+    }
+    assert (report["speedup"], report["img_per_s"], report["dense_img_per_s"]) == (pytest.approx(3.0), 300.0, 100.0)
+    assert read_timings(tmp_path / "t.jsonl", timing_key(tiny(0), 2, CPU, cuda_graph=True)) == [100.0]
+
+
+def test_speed_report_on_cpu_times_eager_and_reports_one_call_as_its_fallback(tmp_path):
+    report = speed_report(tiny(0), tiny(1, ssm_widths=[8]), 2, 1, CPU, tmp_path / "t.jsonl", rounds=1)
+    eager, one_call = report["speed_by_mode"]["eager"], report["speed_by_mode"]["one_call"]
+    assert one_call["runs_as"] == "eager" and "no CUDA device" in one_call["reason"]
+    assert {k: v for k, v in one_call.items() if k not in ("runs_as", "reason")} == {
+        k: v for k, v in eager.items() if k not in ("runs_as", "reason")}
+    assert report["speedup"] == one_call["speedup"] > 0 and report["img_per_s"] == one_call["img_per_s"]
 
 
 def test_a_dense_timing_far_off_its_history_is_flagged():

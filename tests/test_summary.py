@@ -38,5 +38,5 @@ def test_tables_follow_the_round_chain(tmp_path, monkeypatch):
     dense = {"ssm_widths": [64, 64], "mlp_widths": [128, 128]}
     assert widths_table({"ssm_widths": [8, 16], "mlp_widths": [24, 32]}, dense)[1] == {
         "layer": 1, "ssm_width": 16, "mlp_width": 32, "ssm_dense": 64, "mlp_dense": 128}
-    with pytest.raises(DataError, match="metrics/evaluate.json not found: run the stages before the summary"):
+    with pytest.raises(DataError, match="metrics/evaluate.json not found: run the stages before this one"):
         read_metrics("evaluate")

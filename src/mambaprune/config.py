@@ -26,13 +26,15 @@ REWIND_EPOCHS = 5  # pretrain keeps snapshots of epochs 0..5 for `prune.rewind: 
 # torch; tests/test_config.py checks they agree). ``both`` is the older name of ``ssm+mlp``.
 PRUNE_KINDS = ("ssm", "mlp", "state", "embed")
 _KIND_RATIOS = {"mlp": "mlp_ratio", "state": "state_ratio", "embed": "embed_ratio"}  # per-kind final ratios
+SPEED_MODES = ("eager", "compiled", "one_call")  # the ways a user runs a model (speed.MODES is this tuple)
+HEADLINE_SPEED_MODE = "one_call"  # the evaluate stage's `speedup`: what optimize_for_inference gives
 
 
 def _f(default, help: str, choices: tuple | None = None, lo=None, hi=None, lo_open=False, hi_open=False,
        coerce=None):
     meta = dict(help=help, choices=choices, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open, coerce=coerce)
-    if isinstance(default, dict):
-        return field(default_factory=lambda: dict(default), metadata=meta)
+    if isinstance(default, dict | list):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -184,6 +186,10 @@ class EvaluateCfg:
     batch_size: int = _f(256, "evaluation batch size", lo=1, hi=65536)
     throughput_batch: int = _f(64, "batch size of the throughput measurement", lo=1, hi=65536)
     throughput_iters: int = _f(20, "timed iterations of the throughput measurement", lo=1, hi=100000)
+    speed_modes: list = _f(["eager", "one_call"], "the ways the dense and final models are timed, side by side: "
+                           "eager (model(x)), compiled (torch.compile; minutes on a CPU), one_call "
+                           "(optimize_for_inference: a CUDA graph; eager on CPU); must include one_call, whose "
+                           "speedup is the headline's", choices=SPEED_MODES)
 
 
 @dataclass(frozen=True)
@@ -241,9 +247,13 @@ def _check_value(key: str, f: dataclasses.Field, typ, value):
     elif typ is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key} must be a mapping ({f.metadata['help']}), got {value!r}")
+    elif typ is list:
+        if not isinstance(value, list) or not value or len(set(map(str, value))) < len(value):
+            raise ConfigError(f"{key} must be a non-empty list without repeats ({f.metadata['help']}), "
+                              f"got {value!r}")
     m = f.metadata
-    if m.get("choices") and value not in m["choices"]:
-        raise ConfigError(f"{key} must be {_describe(f)}, got {value!r}")
+    if m.get("choices") and any(v not in m["choices"] for v in (value if typ is list else [value])):
+        raise ConfigError(f"{key} must be {'a list, each ' if typ is list else ''}{_describe(f)}, got {value!r}")
     if m.get("lo") is not None:
         lo, hi = m["lo"], m["hi"]
         bad = value < lo or value > hi or (m["lo_open"] and value == lo) or (m["hi_open"] and value == hi)
@@ -347,6 +357,13 @@ def _check_rsst(p: PruneCfg) -> None:
                           f"by which a round shrinks the target groups; 1 = no shrink), got {p.rsst_strength!r}")
 
 
+def _check_speed_modes(e: EvaluateCfg) -> None:
+    """The headline ``speedup`` is one mode's: it must be timed, whatever else is."""
+    if HEADLINE_SPEED_MODE not in e.speed_modes:
+        raise ConfigError(f"evaluate.speed_modes must include {HEADLINE_SPEED_MODE!r} (the headline speedup is the "
+                          f"one-call path's: optimize_for_inference, eager on CPU), got {e.speed_modes!r}")
+
+
 def parse_params(raw: Any) -> Params:
     """Validate a params mapping (as read from YAML) into ``Params``."""
     params = _build(Params, raw, "")
@@ -354,6 +371,7 @@ def parse_params(raw: Any) -> Params:
     _check_rounds(params.prune)
     _check_rewind(params)
     _check_rsst(params.prune)
+    _check_speed_modes(params.evaluate)
     if params.data.img_size % params.model.patch_size:
         raise ConfigError(f"data.img_size ({params.data.img_size}) must be a multiple of model.patch_size "
                           f"({params.model.patch_size})")

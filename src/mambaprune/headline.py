@@ -3,9 +3,10 @@
 ``metrics/summary.json`` is the pipeline's only DVC metrics file, so ``dvc exp show`` and ``dvc metrics diff``
 show these columns and nothing else; every stage's full record stays in ``metrics/<stage>.json`` (a plain DVC
 output) and in MLflow. The names are the project's one vocabulary (``counting.size_report`` defines the sizes
-and reductions, ``speed.speed_report`` the throughputs), copied from the evaluate stage's record, never recomputed:
-reductions are fractions removed (0..1, higher = smaller model); ``speedup`` is the measured inference speedup
-over the dense model, None when the evaluate stage withheld it (timing disturbed).
+and reductions, ``speed.speed_report`` the throughputs, ``pruning.checks.cut_report`` the costly cuts), copied
+from the evaluate stage's record, never recomputed: reductions are fractions removed (0..1, higher = smaller
+model); ``speedup`` is the measured inference speedup over the dense model through the one-call path
+(``config.HEADLINE_SPEED_MODE``), None when the evaluate stage withheld it (timing disturbed).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ HEADLINE_KEYS = {
     "params": "parameters of the final model",
     "param_reduction": "fraction of the dense model's parameters removed",
     "flop_reduction": "fraction of the dense model's FLOPs per image removed",
-    "speedup": "measured inference throughput, final / dense (null: withheld, see metrics/evaluate.json)",
+    "speedup": "measured inference throughput, final / dense, through the one-call path (optimize_for_inference: "
+               "a CUDA graph on GPU, eager on CPU; null: withheld, see metrics/evaluate.json)",
     "speedup_spread": "(max - min) / median of the speedup over the interleaved timing rounds",
     "img_per_s": "final model's inference throughput (images/s) on device",
     "device": "where throughput was measured",
@@ -28,6 +30,7 @@ HEADLINE_KEYS = {
     "target": "prune.target",
     "ratio": "prune.ratio: final fraction of units removed per targeted kind",
     "rounds": "number of pruning rounds",
+    "costly_cuts": "rounds whose cut lost more than 1 point of validation accuracy (metrics/evaluate.json)",
 }
 
 
@@ -42,7 +45,17 @@ def headline(evaluate: Mapping, prune) -> dict:
         "target": prune.target,
         "ratio": prune.ratio,
         "rounds": prune.num_rounds,
+        "costly_cuts": evaluate.get("costly_cuts"),
     }
+
+
+def _cuts(h: Mapping) -> str:
+    n = h.get("costly_cuts")
+    if n is None:
+        return "not checked (metrics/evaluate.json predates the cut check: dvc repro)"
+    if n == 0:
+        return "none (no round's cut lost more than 1 point of validation accuracy)"
+    return f"{n} of {h['rounds']} round(s) lost more than 1 point of val accuracy at the cut (metrics/evaluate.json)"
 
 
 NEXT_COMMANDS = (
@@ -70,6 +83,7 @@ def report(h: Mapping, data_name: str = "") -> str:
         f"  parameters     {h['params']:,}   ({pct(h['param_reduction'])} fewer; "
         f"FLOPs {pct(h['flop_reduction'])} fewer)",
         f"  speedup        {speed}",
+        f"  costly cuts    {_cuts(h)}",
         "Outputs: metrics/summary.json (these numbers), metrics/<stage>.json (each stage's record),",
         "         plots/summary/*.png (curves, accuracy vs params, kept widths), MLflow store mlflow.db",
         "Next:",

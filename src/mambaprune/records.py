@@ -21,9 +21,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from .errors import DataError
 from .paths import metrics_file
 
-__all__ = ["SIG_DIGITS", "atomic_write", "round_floats", "write_json", "write_csv", "read_csv", "publish_metrics"]
+__all__ = ["SIG_DIGITS", "atomic_write", "round_floats", "write_json", "write_csv", "read_csv", "publish_metrics",
+           "read_metrics"]
 
 SIG_DIGITS = 6
 _UMASK = os.umask(0o022)  # read the process umask (there is no getter) and set it back at once
@@ -107,3 +109,11 @@ def publish_metrics(run, stage: str, metrics: Mapping) -> Path:
     numbers to its tracking run (``tracking.stage_run``; nested keys as ``a/b``, lists and text left out)."""
     run.log_metrics(metrics)
     return write_json(metrics_file(stage), metrics)
+
+
+def read_metrics(stage: str) -> dict:
+    """``metrics/<stage>.json``, as ``publish_metrics`` wrote it; DataError when the stage has not run."""
+    path = metrics_file(stage)
+    if not path.is_file():
+        raise DataError(f"{path} not found: run the stages before this one (`dvc repro`)")
+    return json.loads(path.read_text())

@@ -4,27 +4,17 @@ model, and every epoch of every training stage in the order it ran."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .config import PruneCfg
-from .errors import DataError
-from .paths import metrics_file, stage_plots_dir
+from .paths import stage_plots_dir
 from .pruning.rounds import FIT_TAGS
-from .records import read_csv
+from .records import read_csv, read_metrics
 
 __all__ = ["EPOCH_COLUMNS", "read_metrics", "training_stages", "rounds_table", "widths_table", "epochs_table",
            "tag_order"]
 
 EPOCH_COLUMNS = ("train_acc", "val_acc", "train_loss", "val_loss")  # what plots/summary/epochs.csv keeps per epoch
-
-
-def read_metrics(stage: str) -> dict:
-    """``metrics/<stage>.json``; DataError when the stage has not run."""
-    path = metrics_file(stage)
-    if not path.is_file():
-        raise DataError(f"{path} not found: run the stages before the summary (`dvc repro`)")
-    return json.loads(path.read_text())
 
 
 def training_stages(prune: PruneCfg) -> list[str]:
