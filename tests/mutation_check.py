@@ -213,6 +213,8 @@ MUTATIONS = [
       "test_config.py", "per_kind_ratios"),
     M("checkpoint-embed-width-is-arch", "checkpoint.py", '_ARCH_KEYS = (*_DATA_KEYS, "patch_size", "depth",',
       '_ARCH_KEYS = (*_DATA_KEYS, "patch_size", "embed_dim", "depth",', "test_rounds.py", "rewind_and_reload"),
+    M("checkpoint-wider-embed-accepted", "checkpoint.py", "return width > ref_width", "return False",
+      "test_rounds.py", "rewind_and_reload"),
     M("model-A-cache-ignores-edits", "models/mamba.py", "key = (A_log._version, A_log.data_ptr(),",
       "key = (A_log.data_ptr(),", "test_models.py", "cached"),
     M("scan-triton-never-saves-checkpoints", "models/scan_triton.py", "SAVE_CK=save_ck", "SAVE_CK=False",

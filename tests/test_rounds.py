@@ -576,6 +576,8 @@ def test_every_kind_rounds_rewind_and_reload_exactly(digits, pretrained, tmp_pat
         assert torch.equal(model.eval()(x), loaded(x))
     dense_path = save_checkpoint(dense, tmp_path / "pretrained.pt")
     load_matching(path, dense, dense_path)  # the same network, its pruned widths (embed width too) aside
+    with pytest.raises(CheckpointError, match="embed_dim 32 vs 24"):  # pruning never widens: another model
+        load_matching(dense_path, model, path)
     with pytest.raises(CheckpointError, match="embed_dim 24 vs 32"):
         load_matching(path, dense, dense_path, widths=True)
 

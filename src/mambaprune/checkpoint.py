@@ -178,12 +178,23 @@ def check_fits_data(model: nn.Module, path: Path, meta: Mapping) -> None:
                               f"was trained on (data.* in params.yaml)")
 
 
+def _wider(width, ref_width) -> bool:
+    """Whether a width (an int, or one per block) exceeds the reference's anywhere: pruning never widens."""
+    if isinstance(width, int):
+        return width > ref_width
+    return len(width) != len(ref_width) or any(w > r for w, r in zip(width, ref_width))
+
+
 def check_same_arch(model: nn.Module, path: Path, ref: nn.Module, ref_path: Path, widths: bool = False) -> None:
-    """Refuse (CheckpointError) a checkpoint that is not the same network as ``ref`` (pruned widths aside, the
-    embedding width and the per-block state sizes among them, unless ``widths``): e.g. a round's input left over
-    from a run with another model.* size."""
+    """Refuse (CheckpointError) a checkpoint that is not the same network as ``ref``: e.g. a round's input left
+    over from a run with another model.* size. Its prunable widths (``_WIDTH_KEYS``: the embedding width and the
+    per-block state sizes among them) may be smaller than ``ref``'s, never larger; with ``widths`` they must be
+    the same."""
     keys = (*_ARCH_KEYS, *_WIDTH_KEYS) if widths else _ARCH_KEYS
     diff = [f"{k} {model.config[k]} vs {ref.config[k]}" for k in keys if model.config[k] != ref.config[k]]
+    if not widths:
+        diff += [f"{k} {model.config[k]} vs {ref.config[k]}" for k in _WIDTH_KEYS
+                 if _wider(model.config[k], ref.config[k])]
     if diff:
         raise CheckpointError(f"{path} and {ref_path} are not the same architecture ({', '.join(diff)}): they come "
                               f"from different runs. Re-run the pipeline from pretrain (`dvc repro`)")
