@@ -27,7 +27,8 @@ ADDED_SINCE_THE_RUNS = {"prune.rsst_update": "gradient", "train.cuda_graph": Fal
                         "model.drop_path": 0.0,
                         "train.auto_augment": "none", "train.randaugment_ops": 2, "train.randaugment_magnitude": 9,
                         "train.random_erasing": 0.0, "train.mixup_alpha": 0.0, "train.cutmix_alpha": 0.0,
-                        "train.mix_prob": 1.0, "prune.state_ratio": None, "prune.embed_ratio": None}
+                        "train.mix_prob": 1.0, "prune.state_ratio": None, "prune.embed_ratio": None,
+                        "evaluate.speed_modes": ["eager", "one_call"]}  # timing only: which modes are reported
 
 
 # metric names the stages wrote before the one vocabulary (counting.size_report, speed.speed_report): an older
