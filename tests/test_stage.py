@@ -34,5 +34,9 @@ def test_rewind_snapshots_keep_the_first_epochs_and_publish_only_this_runs(tmp_p
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
 
     paths.resume_file("pretrain-train").write_bytes(b"resume")
-    clear_resume("pretrain")  # the stage finished: its resume file and snapshot folder go
+    (paths.RESUME_DIR / ".pretrain-train.pt.k1ll3d.tmp").write_bytes(b"half")  # a kill landed mid atomic_write
+    (paths.RESUME_DIR / "prune_r1-retrain.pt").write_bytes(b"other")  # another stage's: stays
+    clear_resume("pretrain")
+    assert [p.name for p in paths.RESUME_DIR.iterdir()] == ["prune_r1-retrain.pt"]
+    clear_resume("prune@r1")  # the stage finished: its resume file and snapshot folder go
     assert not paths.RESUME_DIR.exists() or not any(paths.RESUME_DIR.iterdir())

@@ -62,8 +62,10 @@ def fingerprint(*parts: object, files: tuple[Path, ...] = ()) -> str:
 
 
 def clear_resume(stage: str) -> None:
-    """Delete a finished stage's resume files (checkpoints and snapshots): the stage's outputs now exist."""
-    for f in RESUME_DIR.glob(f"{stage_slug(stage)}-*"):
+    """Delete a finished stage's resume files (checkpoints and snapshots): the stage's outputs now exist. Also
+    the hidden temp files ``records.atomic_write`` leaves when a kill lands mid-write (``.<file>.<random>.tmp``)."""
+    slug = stage_slug(stage)
+    for f in [*RESUME_DIR.glob(f"{slug}-*"), *RESUME_DIR.glob(f".{slug}-*.tmp")]:
         shutil.rmtree(f) if f.is_dir() else f.unlink(missing_ok=True)
 
 
