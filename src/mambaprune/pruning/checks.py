@@ -31,20 +31,28 @@ def cut_cost(metrics: Mapping, name: str = "the round") -> float:
 
 def costly_cuts(rounds: Mapping[str, Mapping], limit: float = CUT_LOSS_LIMIT) -> list[str]:
     """One line per round (in the given order) whose cut lost more than ``limit`` of validation accuracy."""
-    out = []
-    for name, metrics in rounds.items():
-        lost = cut_cost(metrics, f"round {name}")
-        if lost > limit:
-            out.append(f"{name}: the cut lost {100 * lost:.2f} points of validation accuracy "
-                       f"({metrics['val_acc_before_cut']:.2%} -> {metrics['val_acc_after_cut']:.2%}), more than "
-                       f"{100 * limit:g}")
-    return out
+    return _costly_lines(rounds, _cut_costs(rounds), limit)
 
 
 def cut_report(rounds: Mapping[str, Mapping], limit: float = CUT_LOSS_LIMIT) -> dict:
     """What the evaluate stage records about the rounds' cuts (``rounds``: name -> that round's metrics, in chain
     order): ``cut_cost`` per round (validation accuracy the cut lost, a fraction), ``costly_cuts`` (how many lost
     more than ``limit``) and ``costly_cut_warnings`` (``costly_cuts``' lines, one per such round)."""
-    warnings = costly_cuts(rounds, limit)
-    costs = {name: cut_cost(m, f"round {name}") for name, m in rounds.items()}
+    costs = _cut_costs(rounds)
+    warnings = _costly_lines(rounds, costs, limit)
     return {"cut_cost": costs, "costly_cuts": len(warnings), "costly_cut_warnings": warnings}
+
+
+def _cut_costs(rounds: Mapping[str, Mapping]) -> dict[str, float]:
+    return {name: cut_cost(metrics, f"round {name}") for name, metrics in rounds.items()}
+
+
+def _costly_lines(rounds: Mapping[str, Mapping], costs: Mapping[str, float], limit: float) -> list[str]:
+    out = []
+    for name, lost in costs.items():
+        if lost > limit:
+            metrics = rounds[name]
+            out.append(f"{name}: the cut lost {100 * lost:.2f} points of validation accuracy "
+                       f"({metrics['val_acc_before_cut']:.2%} -> {metrics['val_acc_after_cut']:.2%}), more than "
+                       f"{100 * limit:g}")
+    return out
